@@ -1,0 +1,207 @@
+"""The one training config: a typed dataclass, validated on construction, saved with every run."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+GAN_LOSSES = ("hinge", "lsgan", "nonsaturating")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+MODES = ("cut", "fastcut")
+AUGMENTS = ("color", "translation", "cutout")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names the field and what it accepts."""
+
+
+@dataclass
+class TrainConfig:
+    # --- data ---
+    data: str = "demo"  # folder laid out like Kaggle's (photo_jpg/, monet_jpg/), or "demo" for built-in data
+    photo_dir: str = ""  # photo folder; empty = <data>/photo_jpg
+    monet_dir: str = ""  # painting folder; empty = <data>/monet_jpg
+    image_size: int = 256  # training crop size (divisible by 4)
+    load_size: int = 286  # images are resized to this, then randomly cropped to image_size
+    flip: bool = True  # random horizontal flips
+    batch_size: int = 1  # images per domain per step
+    num_workers: int = 2  # data-loading processes (0 = load in the main process)
+    # --- schedule ---
+    steps: int = 50_000  # optimizer steps (one D step + one G/MLP step each)
+    lr: float = 2e-4  # Adam learning rate for G, D and the projection MLP
+    beta1: float = 0.5  # Adam beta1
+    beta2: float = 0.999  # Adam beta2
+    lr_decay_start: float = 0.5  # fraction of steps after which lr decays linearly to 0
+    # --- model ---
+    mode: str = "cut"  # "cut" or "fastcut" (no NCE identity, lambda_nce 10, flip-equivariance)
+    ngf: int = 64  # generator base width
+    ndf: int = 64  # discriminator base width
+    n_blocks: int = 9  # generator residual blocks
+    antialias: bool = True  # blur down/upsampling as in official CUT; False = plain strided convs ("fast")
+    # --- losses ---
+    gan_loss: str = "hinge"  # "hinge", "lsgan" or "nonsaturating"
+    lambda_gan: float = 1.0  # adversarial weight
+    lambda_nce: float = 1.0  # PatchNCE weight (fastcut: 10)
+    nce_idt: bool = True  # also apply NCE to (monet, G(monet)) and average (fastcut: False)
+    nce_layers: tuple = (0, 4, 8, 12, 16)  # CUT tap indices (official numbering)
+    num_patches: int = 256  # patches sampled per tap
+    nce_t: float = 0.07  # PatchNCE temperature
+    flip_equivariance: bool = False  # fastcut: flip the fake before NCE (fastcut: True)
+    lambda_identity: float = 0.1  # identity L1 on monet inputs at step 0, decays linearly to 0
+    identity_warmup: int = 2_000  # steps over which the identity weight decays to 0
+    r1_weight: float = 0.0  # R1 penalty weight on real images (0 = off)
+    r1_every: int = 16  # lazy R1: apply every N steps (scaled by N)
+    diffaug: str = "color,translation,cutout"  # DiffAugment policy for everything D sees ("" = off)
+    # --- stability ---
+    grad_clip_g: float = 10.0  # max grad norm for G and the MLP (0 = off)
+    grad_clip_d: float = 10.0  # max grad norm for D (0 = off)
+    ema_halflife_kimg: float = 1.0  # EMA half-life in thousands of images
+    ema_rampup: float = 0.05  # half-life is at most this fraction of images seen so far (0 = no ramp-up)
+    ema_decay: float = 0.0  # fixed EMA decay per step instead of the half-life (0 = use half-life)
+    # --- hardware ---
+    device: str = "auto"  # "auto", "cpu" or "cuda"
+    amp: str = "auto"  # "auto" (bf16 on capable GPUs, fp16 on older ones, off on CPU), "bf16", "fp16", "off"
+    channels_last: bool = True  # channels_last memory format on CUDA
+    seed: int = 0  # seed for weights, data order and augmentation
+    # --- output ---
+    out_dir: str = "runs/demo"  # run folder: config.yaml, ckpt/, metrics.jsonl, samples/
+    log_every: int = 50  # steps between metrics.jsonl lines
+    sample_every: int = 1_000  # steps between sample grids (0 = off)
+    ckpt_every: int = 2_000  # steps between checkpoints
+    keep_ckpts: int = 3  # numbered checkpoints kept besides latest.pt
+    resume: bool = False  # continue from <out_dir>/ckpt/latest.pt when it exists
+    time_budget_hours: float = 0.0  # stop cleanly (checkpoint written) before this wall time (0 = none)
+
+    def __post_init__(self):
+        _coerce_and_check_types(self)
+        if self.mode == "fastcut":
+            # FastCUT as in the paper; explicit values passed for these fields are overridden on purpose.
+            self.nce_idt, self.lambda_nce, self.flip_equivariance = False, 10.0, True
+        self.validate()
+
+    def validate(self) -> None:
+        _choice(self, "gan_loss", GAN_LOSSES)
+        _choice(self, "amp", AMP_MODES)
+        _choice(self, "mode", MODES)
+        _choice(self, "device", DEVICES)
+        for name in ("image_size", "load_size", "batch_size", "steps", "ngf", "ndf", "num_patches",
+                     "log_every", "ckpt_every", "r1_every"):
+            _at_least(self, name, 1)
+        for name in ("num_workers", "n_blocks", "identity_warmup", "sample_every", "keep_ckpts",
+                     "lr", "lambda_gan", "lambda_nce", "lambda_identity", "r1_weight", "grad_clip_g",
+                     "grad_clip_d", "ema_halflife_kimg", "ema_rampup", "time_budget_hours"):
+            _at_least(self, name, 0)
+        if self.image_size % 4:
+            raise ConfigError(f"image_size={self.image_size}: must be divisible by 4 (two 2x downsamplings)")
+        if self.load_size < self.image_size:
+            raise ConfigError(f"load_size={self.load_size}: must be >= image_size={self.image_size}")
+        if self.n_blocks < 5 and 16 in self.nce_layers:
+            raise ConfigError(f"nce_layers={self.nce_layers}: tap 16 needs n_blocks >= 5")
+        for name in ("beta1", "beta2", "lr_decay_start", "ema_decay"):
+            if not 0.0 <= getattr(self, name) < 1.0 + (name == "lr_decay_start"):
+                raise ConfigError(f"{name}={getattr(self, name)}: must be in [0, 1)")
+        if not 0 < self.nce_t:
+            raise ConfigError(f"nce_t={self.nce_t}: must be > 0")
+        from .nets import TAP_LAYERS  # local import: nets imports nothing from here, keep it that way
+
+        bad = [t for t in self.nce_layers if t not in TAP_LAYERS]
+        if bad or not self.nce_layers:
+            raise ConfigError(f"nce_layers={self.nce_layers}: each must be one of {TAP_LAYERS}")
+        ops = [p.strip() for p in self.diffaug.split(",") if p.strip()]
+        if any(p not in AUGMENTS for p in ops):
+            raise ConfigError(f"diffaug={self.diffaug!r}: comma-separated subset of {AUGMENTS}")
+
+    # --- folders ---
+    @property
+    def data_root(self) -> Path:
+        from .data import default_demo_root
+
+        return default_demo_root() if self.data == "demo" else Path(self.data)
+
+    @property
+    def photo_path(self) -> Path:
+        return Path(self.photo_dir) if self.photo_dir else self.data_root / "photo_jpg"
+
+    @property
+    def monet_path(self) -> Path:
+        return Path(self.monet_dir) if self.monet_dir else self.data_root / "monet_jpg"
+
+    # --- (de)serialisation ---
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["nce_layers"] = list(self.nce_layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; accepted keys: {sorted(known)}")
+        return cls(**d)
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, **overrides) -> "TrainConfig":
+        d = load_yaml(path)
+        d.update(overrides)
+        return cls.from_dict(d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        d = self.to_dict()
+        d.update(changes)
+        return TrainConfig.from_dict(d)
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    d = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of key: value")
+    return d
+
+
+def field_help() -> dict[str, str]:
+    """Field name -> the comment beside it in this file (used for docs and the notebook drift test)."""
+    import inspect
+    import re
+
+    src = inspect.getsource(TrainConfig)
+    return {m[0]: m[1].strip() for m in re.findall(r"^    (\w+): [^=]+=[^#\n]+#(.*)$", src, re.M)}
+
+
+def _coerce_and_check_types(cfg: TrainConfig) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(cfg):
+        value, want = getattr(cfg, f.name), hints[f.name]
+        if want is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split()]
+            try:
+                value = tuple(int(v) for v in value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{f.name}={value!r}: expected a list of integers") from None
+        elif want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # YAML and papermill hand us 1 for 1.0
+        elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise ConfigError(f"{f.name}={value!r}: expected {want.__name__}, got {type(value).__name__}")
+        setattr(cfg, f.name, value)
+
+
+def _choice(cfg, name, accepted):
+    if getattr(cfg, name) not in accepted:
+        raise ConfigError(f"{name}={getattr(cfg, name)!r}: accepted values are {accepted}")
+
+
+def _at_least(cfg, name, low):
+    if getattr(cfg, name) < low:
+        raise ConfigError(f"{name}={getattr(cfg, name)}: must be >= {low}")

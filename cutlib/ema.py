@@ -1,0 +1,38 @@
+"""Exponential moving average of the generator's weights, with the half-life measured in images."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def ema_beta(images_seen: int, batch: int, halflife_kimg: float, rampup: float, fixed_decay: float) -> float:
+    """Per-step decay. With ramp-up the half-life is capped at `rampup * images_seen`, so the random
+    initial weights are forgotten fast (as in NVlabs/edm)."""
+    if fixed_decay > 0:
+        return fixed_decay
+    halflife = halflife_kimg * 1000
+    if rampup > 0:
+        halflife = min(halflife, images_seen * rampup)
+    return 0.5 ** (batch / max(halflife, 1e-8))
+
+
+class EMA:
+    """A frozen copy of the generator whose weights follow shadow = beta*shadow + (1-beta)*weights."""
+
+    def __init__(self, net: nn.Module):
+        self.model = copy.deepcopy(net).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, net: nn.Module, beta: float) -> None:
+        src = dict(net.named_parameters())
+        names = [n for n, _ in self.model.named_parameters()]
+        torch._foreach_lerp_([p for _, p in self.model.named_parameters()], [src[n].detach() for n in names],
+                             1.0 - beta)
+
+    def state_dict(self) -> dict:
+        return {"shadow": self.model.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["shadow"])

@@ -1,0 +1,204 @@
+"""CUT networks: ResNet-9 generator with named encoder taps, 70x70 PatchGAN, patch-sampling MLP head."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Official CUT numbers its taps by position in one nn.Sequential; we keep those numbers as names so
+# configs stay compatible (`nce_layers 0,4,8,12,16`), but never index modules by them.
+TAP_NAMES = {
+    0: "padded_input",  # the reflect-padded image
+    4: "down1_conv",  # first downsampling conv output (128 ch, full resolution when antialiased)
+    8: "down2_conv",  # second downsampling conv output (256 ch)
+    12: "block1",  # output of residual block 1
+    16: "block5",  # output of residual block 5
+}
+TAP_LAYERS = tuple(TAP_NAMES)
+
+
+def _norm(ch: int) -> nn.Module:
+    return nn.InstanceNorm2d(ch, affine=False, track_running_stats=False)
+
+
+def _binomial_kernel(taps: list[float]) -> torch.Tensor:
+    k = torch.tensor(taps, dtype=torch.float32)
+    k2 = k[:, None] * k[None, :]
+    return k2 / k2.sum()
+
+
+class BlurDownsample(nn.Module):
+    """Anti-aliased 2x downsampling: reflect pad, [1,2,1]x[1,2,1] blur, stride 2 (Zhang 2019)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        # non-persistent: a fixed filter is not a weight, so checkpoints and EMA ignore it
+        self.register_buffer("kernel", _binomial_kernel([1, 2, 1])[None, None].repeat(channels, 1, 1, 1),
+                             persistent=False)
+
+    def forward(self, x):
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel.to(x.dtype), stride=2,
+                        groups=x.shape[1])
+
+
+class BlurUpsample(nn.Module):
+    """Anti-aliased 2x upsampling: replicate pad, transposed conv with the [1,3,3,1] binomial filter."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        # x4 keeps the mean: each output pixel receives a quarter of the filter mass
+        self.register_buffer("kernel", 4 * _binomial_kernel([1, 3, 3, 1])[None, None].repeat(channels, 1, 1, 1),
+                             persistent=False)
+
+    def forward(self, x):
+        y = F.conv_transpose2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.kernel.to(x.dtype), stride=2,
+                               padding=2, groups=x.shape[1])
+        return y[:, :, 1:-1, 1:-1]
+
+
+class ResBlock(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), _norm(ch), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), _norm(ch),
+        )
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class Generator(nn.Module):
+    """ResNet generator. `forward(x, taps=...)` also returns the encoder activations PatchNCE needs,
+    so the training step never runs the encoder twice on the same image."""
+
+    def __init__(self, ngf: int = 64, n_blocks: int = 9, antialias: bool = True):
+        super().__init__()
+        self.pad = nn.ReflectionPad2d(3)
+        self.stem = nn.Sequential(nn.Conv2d(3, ngf, 7), _norm(ngf), nn.ReLU(True))
+        stride = 1 if antialias else 2
+        self.down1_conv = nn.Conv2d(ngf, ngf * 2, 3, stride=stride, padding=1)
+        self.down1_rest = nn.Sequential(_norm(ngf * 2), nn.ReLU(True),
+                                        *([BlurDownsample(ngf * 2)] if antialias else []))
+        self.down2_conv = nn.Conv2d(ngf * 2, ngf * 4, 3, stride=stride, padding=1)
+        self.down2_rest = nn.Sequential(_norm(ngf * 4), nn.ReLU(True),
+                                        *([BlurDownsample(ngf * 4)] if antialias else []))
+        self.blocks = nn.ModuleList(ResBlock(ngf * 4) for _ in range(n_blocks))
+        self.decoder = nn.Sequential(
+            *_up(ngf * 4, ngf * 2, antialias), *_up(ngf * 2, ngf, antialias),
+            nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh(),
+        )
+
+    def _encode(self, x, taps: tuple[int, ...], stop_early: bool):
+        feats = {}
+        h = self.pad(x)
+        feats[0] = h
+        h = self.down1_conv(self.stem(h))
+        feats[4] = h
+        h = self.down2_conv(self.down1_rest(h))
+        feats[8] = h
+        h = self.down2_rest(h)
+        last = max(taps) if stop_early else None
+        for i, block in enumerate(self.blocks):
+            if last is not None and 12 + i > last:
+                break
+            h = block(h)
+            feats[12 + i] = h
+        return h, [feats[t] for t in taps]
+
+    def encode(self, x, taps: tuple[int, ...] = TAP_LAYERS) -> list[torch.Tensor]:
+        """Encoder activations at the given CUT tap indices; stops after the deepest one."""
+        return self._encode(x, taps, stop_early=True)[1]
+
+    def forward(self, x, taps: tuple[int, ...] | None = None):
+        h, feats = self._encode(x, taps or (), stop_early=False)
+        out = self.decoder(h)
+        return (out, feats) if taps is not None else out
+
+
+def _up(cin: int, cout: int, antialias: bool) -> list[nn.Module]:
+    if antialias:
+        return [BlurUpsample(cin), nn.Conv2d(cin, cout, 3, padding=1), _norm(cout), nn.ReLU(True)]
+    return [nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1), _norm(cout), nn.ReLU(True)]
+
+
+class Discriminator(nn.Module):
+    """PatchGAN (n_layers 3): a map of real/fake scores, each seeing a ~70x70 patch."""
+
+    def __init__(self, ndf: int = 64, n_layers: int = 3, antialias: bool = True):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for i in range(n_layers):
+            cout = ndf * min(2 ** i, 8)
+            stride = 1 if antialias else 2
+            layers.append(nn.Conv2d(cin, cout, 4, stride=stride, padding=1))
+            if i > 0:
+                layers.append(_norm(cout))  # no norm on the first conv
+            layers.append(nn.LeakyReLU(0.2, True))
+            if antialias:
+                layers.append(BlurDownsample(cout))
+            cin = cout
+        cout = ndf * min(2 ** n_layers, 8)
+        layers += [nn.Conv2d(cin, cout, 4, padding=1), _norm(cout), nn.LeakyReLU(0.2, True),
+                   nn.Conv2d(cout, 1, 4, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class PatchSampleMLP(nn.Module):
+    """Per tap: pick patch locations, project with Linear-ReLU-Linear, L2-normalise.
+
+    Built eagerly from known channel counts (the official code builds it on the first batch, which
+    forces a data-dependent init and leaves the optimizer missing at step 0)."""
+
+    def __init__(self, channels: list[int], dim: int = 256, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(c, dim), nn.ReLU(True), nn.Linear(dim, dim))
+                                  for c in channels)
+
+    @staticmethod
+    def sample_ids(feats: list[torch.Tensor], num_patches: int, generator=None) -> list[torch.Tensor]:
+        ids = []
+        for f in feats:
+            hw = f.shape[2] * f.shape[3]
+            ids.append(torch.randperm(hw, generator=generator, device="cpu")[:min(num_patches, hw)].to(f.device))
+        return ids
+
+    def forward(self, feats: list[torch.Tensor], ids: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Returns per tap a (B, P, dim) tensor of unit vectors."""
+        out = []
+        for f, idx, mlp in zip(feats, ids, self.mlps):
+            x = f.flatten(2).transpose(1, 2)[:, idx, :]  # (B, P, C): same locations for every image
+            x = mlp(x)
+            out.append(x / (x.norm(dim=-1, keepdim=True) + self.eps))
+        return out
+
+
+def tap_channels(ngf: int, taps: tuple[int, ...]) -> list[int]:
+    by_tap = {0: 3, 4: ngf * 2, 8: ngf * 4}
+    return [by_tap.get(t, ngf * 4) for t in taps]
+
+
+def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
+    """N(0, 0.02) for conv and linear weights, zero biases (the pix2pix/CUT 'normal' init)."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return net
+
+
+def build_nets(cfg) -> tuple[Generator, Discriminator, PatchSampleMLP]:
+    G = init_weights(Generator(cfg.ngf, cfg.n_blocks, cfg.antialias))
+    D = init_weights(Discriminator(cfg.ndf, 3, cfg.antialias))
+    mlp = init_weights(PatchSampleMLP(tap_channels(cfg.ngf, cfg.nce_layers)))
+    return G, D, mlp
+
+
+def count_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

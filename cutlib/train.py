@@ -1,0 +1,394 @@
+"""CUT training: the model state with one D step + one G/MLP step, and the loop around it.
+
+Usage:  python -m cutlib.train [-f params/smoke.yaml] [--steps 100 --out_dir runs/x ...]
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.utils import clip_grad_norm_
+
+from . import losses
+from .augment import diff_augment
+from .checkpoint import load_checkpoint, load_weights, prune_numbered, save_checkpoint
+from .config import ConfigError, TrainConfig
+from .data import UnpairedDataset, eval_image, make_demo_data, scan_images
+from .ema import EMA, ema_beta
+from .nets import PatchSampleMLP, build_nets
+from .viz import save_pairs_grid
+
+LOSS_KEYS = ("d_loss", "g_loss", "g_adv", "nce", "identity", "r1")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped because a loss became NaN/inf; the last good checkpoint is left intact."""
+
+
+# ---------------------------------------------------------------------------------------------- hardware
+
+def resolve_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda': no CUDA device is available; accepted here: 'auto', 'cpu'")
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """autocast dtype for the mode on this device (None = full fp32)."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("amp='bf16': this GPU has no bf16 support; accepted here: 'fp16', 'off', 'auto'")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def lr_factor(step: int, steps: int, decay_start: float) -> float:
+    """Constant, then linear decay to 0 at the last step (official CUT 'linear' policy)."""
+    start = int(steps * decay_start)
+    if step < start or steps <= start:
+        return 1.0
+    return max(0.0, (steps - step) / (steps - start))
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+class CUTModel:
+    """Networks, optimizers, scalers and EMA, with `train_step`. Everything a checkpoint holds."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device | str = "cpu"):
+        self.cfg, self.device = cfg, torch.device(device)
+        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        torch.manual_seed(cfg.seed)
+        self.G, self.D, self.F = (m.to(self.device) for m in build_nets(cfg))
+        self.memory_format = (torch.channels_last if cfg.channels_last and self.device.type == "cuda"
+                              else torch.contiguous_format)
+        for m in (self.G, self.D):
+            m.to(memory_format=self.memory_format)
+        self.ema = EMA(self.G)
+        fused = self.device.type == "cuda"
+        adam = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused) if fused else \
+            dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        self.opt_G = torch.optim.Adam(self.G.parameters(), **adam)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), **adam)
+        self.opt_F = torch.optim.Adam(self.F.parameters(), **adam)
+        # Loss scaling only for fp16; disabled scalers pass everything through unchanged.
+        use_scaler = self.amp_dtype == torch.float16
+        self.scaler_G = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.scaler_D = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.skipped = {"d": 0, "g": 0}  # optimizer steps skipped for a non-finite gradient
+        self.step = 0
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _prep(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+    def _guarded_step(self, loss, opts, params, clip, scaler, which: str) -> None:
+        """Backward, unscale, clip, and step unless the gradient is non-finite (then count a skip)."""
+        scaler.scale(loss).backward()
+        for opt in opts:
+            scaler.unscale_(opt)
+        norm = clip_grad_norm_(params, clip if clip > 0 else math.inf)
+        if scaler.is_enabled():  # GradScaler skips by itself on inf/NaN and lowers the scale
+            for opt in opts:
+                scaler.step(opt)
+            scaler.update()
+            finite = bool(torch.isfinite(norm))
+        else:
+            finite = bool(torch.isfinite(norm))
+            if finite:
+                for opt in opts:
+                    opt.step()
+        if not finite:
+            self.skipped[which] += 1
+
+    def set_lr(self, factor: float) -> float:
+        lr = self.cfg.lr * factor
+        for opt in (self.opt_G, self.opt_D, self.opt_F):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        return lr
+
+    def nce_loss(self, query_feats, key_feats) -> torch.Tensor:
+        """Mean PatchNCE over taps. Keys need no autograd: they are the source image's encoder taps
+        (detached) through the MLP, and PatchNCE detaches them anyway."""
+        ids = PatchSampleMLP.sample_ids(key_feats, self.cfg.num_patches)
+        with torch.no_grad():
+            keys = self.F([k.detach() for k in key_feats], ids)
+        queries = self.F(query_feats, ids)
+        per_tap = [losses.patch_nce(q, k, self.cfg.nce_t) for q, k in zip(queries, keys)]
+        return torch.stack(per_tap).mean()
+
+    def train_step(self, photo: torch.Tensor, monet: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg, step = self.cfg, self.step
+        photo, monet = self._prep(photo), self._prep(monet)
+        b = photo.shape[0]
+        w_idt = losses.identity_weight(step, cfg.lambda_identity, cfg.identity_warmup)
+        with_monet = cfg.nce_idt or w_idt > 0
+        real = torch.cat([photo, monet]) if with_monet else photo
+        flipped = cfg.flip_equivariance and bool(torch.rand(()) < 0.5)
+        if flipped:
+            real = real.flip(3)
+        taps = cfg.nce_layers
+
+        # One generator pass serves the D step, the adversarial term and the PatchNCE keys.
+        with self.autocast():
+            out, src_feats = self.G(real, taps=taps)
+        out_raw = out
+        if flipped:  # FastCUT: keys from the unflipped source, queries flipped back (as official CUT)
+            out = out.flip(3)
+            with torch.no_grad(), self.autocast():
+                src_feats = self.G.encode(real.flip(3), taps)
+        fake, idt = out[:b], out[b:]
+
+        # --- D step ---
+        self.D.requires_grad_(True)
+        aug = lambda x: diff_augment(x, cfg.diffaug)  # noqa: E731
+        with self.autocast():
+            d_loss = losses.d_loss(cfg.gan_loss, self.D(aug(monet)), self.D(aug(fake.detach())))
+        r1 = torch.zeros((), device=self.device)
+        if cfg.r1_weight > 0 and step % cfg.r1_every == 0:
+            real_in = aug(monet).detach().requires_grad_(True)
+            with self.autocast():
+                real_logits = self.D(real_in)
+            r1 = losses.r1_penalty(real_logits, real_in)
+            d_loss_total = d_loss + 0.5 * cfg.r1_weight * cfg.r1_every * r1  # lazy: scaled by its interval
+        else:
+            d_loss_total = d_loss
+        self.opt_D.zero_grad(set_to_none=True)
+        self._guarded_step(d_loss_total, [self.opt_D], self.D.parameters(), cfg.grad_clip_d, self.scaler_D, "d")
+
+        # --- G + MLP step (D frozen: no weight gradients for it) ---
+        self.D.requires_grad_(False)
+        with self.autocast():
+            g_adv = losses.g_adv_loss(cfg.gan_loss, self.D(aug(fake)))
+            n_q = 2 * b if cfg.nce_idt else b
+            q_feats = self.G.encode(out_raw[:n_q], taps)
+            if flipped:
+                q_feats = [f.flip(3) for f in q_feats]
+            nce = self.nce_loss([f[:b] for f in q_feats], [f[:b] for f in src_feats])
+            if cfg.nce_idt:
+                nce = 0.5 * (nce + self.nce_loss([f[b:] for f in q_feats], [f[b:2 * b] for f in src_feats]))
+            identity = losses.identity_l1(idt, monet) if w_idt > 0 else torch.zeros((), device=self.device)
+            g_loss = cfg.lambda_gan * g_adv + cfg.lambda_nce * nce + w_idt * identity
+        self.opt_G.zero_grad(set_to_none=True)
+        self.opt_F.zero_grad(set_to_none=True)
+        params = list(self.G.parameters()) + list(self.F.parameters())
+        self._guarded_step(g_loss, [self.opt_G, self.opt_F], params, cfg.grad_clip_g, self.scaler_G, "g")
+
+        self.step += 1
+        self.ema.update(self.G, ema_beta(self.step * b, b, cfg.ema_halflife_kimg, cfg.ema_rampup, cfg.ema_decay))
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "g_adv": g_adv.detach(),
+                "nce": nce.detach(), "identity": identity.detach(), "r1": r1.detach()}
+
+    @torch.no_grad()
+    def translate(self, photos: torch.Tensor, use_ema: bool = True) -> torch.Tensor:
+        G = self.ema.model if use_ema else self.G
+        with self.autocast():
+            return G(self._prep(photos)).float()
+
+    # --- checkpoint state ---
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate()[1][:625],
+               "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "step": self.step, "config": self.cfg.to_dict(),
+            "G": self.G.state_dict(), "D": self.D.state_dict(), "F": self.F.state_dict(),
+            "ema_G": self.ema.state_dict(),
+            "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(), "opt_F": self.opt_F.state_dict(),
+            "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
+            "skipped": dict(self.skipped), "rng": rng,
+        }
+
+    def load_state_dict(self, ckpt: dict, path="checkpoint") -> None:
+        for name, net in (("G", self.G), ("D", self.D), ("F", self.F)):
+            load_weights(net, ckpt[name], name, path)
+        load_weights(self.ema.model, ckpt["ema_G"]["shadow"], "ema_G", path)
+        for name in ("opt_G", "opt_D", "opt_F", "scaler_G", "scaler_D"):
+            if ckpt.get(name):
+                getattr(self, name).load_state_dict(ckpt[name])
+        self.step = int(ckpt["step"])
+        self.skipped = dict(ckpt.get("skipped", self.skipped))
+        rng = ckpt.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "numpy" in rng:
+            np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), 624, 0, 0.0))
+        if "python" in rng:
+            random.setstate((3, tuple(int(v) for v in rng["python"]), None))
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+
+# ---------------------------------------------------------------------------------------------- loop
+
+def prepare_data(cfg: TrainConfig):
+    """Make the demo data if asked for, then scan both folders (bad files skipped with a warning)."""
+    if cfg.data == "demo" and not (cfg.photo_dir or cfg.monet_dir):
+        make_demo_data(cfg.data_root)
+    photos, bad_p = scan_images(cfg.photo_path, "photo folder (photo_dir)")
+    monets, bad_m = scan_images(cfg.monet_path, "Monet folder (monet_dir)")
+    return photos, monets, len(bad_p) + len(bad_m)
+
+
+def first_nonfinite(pending: list[tuple[int, dict]]) -> tuple[int, str] | None:
+    for step, vals in pending:
+        for name, v in vals.items():
+            if not torch.isfinite(v):
+                return step, name
+    return None
+
+
+def train(cfg: TrainConfig, progress: bool = True, on_log=None) -> dict:
+    """Train per `cfg`; returns a summary dict. Writes <out_dir>/{config.yaml, metrics.jsonl, ckpt/, samples/}."""
+    t_start = time.time()
+    device = resolve_device(cfg)
+    photos, monets, n_skipped = prepare_data(cfg)
+    out = Path(cfg.out_dir)
+    ckpt_dir = out / "ckpt"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    (out / "samples").mkdir(exist_ok=True)
+    cfg.save(out / "config.yaml")
+
+    model = CUTModel(cfg, device)
+    latest = ckpt_dir / "latest.pt"
+    if cfg.resume and latest.exists():
+        model.load_state_dict(load_checkpoint(latest, map_location=device), latest)
+    start = model.step
+    b = cfg.batch_size
+    dataset = UnpairedDataset(photos, monets, cfg.image_size, cfg.load_size, cfg.flip, cfg.seed, cfg.steps * b)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=b, sampler=range(start * b, cfg.steps * b), num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda", persistent_workers=False, drop_last=True)
+    sample_photos = torch.stack([eval_image(p, cfg.image_size) for p in photos[:4]])
+
+    def checkpoint() -> float:
+        t0 = time.time()
+        save_checkpoint(model.state_dict(), ckpt_dir / f"step_{model.step:07d}.pt")
+        save_checkpoint(model.state_dict(), latest)
+        prune_numbered(ckpt_dir, cfg.keep_ckpts)
+        return time.time() - t0
+
+    def write_samples():
+        fakes = model.translate(sample_photos)
+        save_pairs_grid(sample_photos, fakes, out / "samples" / f"step_{model.step:07d}.png")
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc="train", dynamic_ncols=True)
+    pending: list[tuple[int, dict]] = []
+    t_log, steps_since_log, stop_reason = time.time(), 0, "steps"
+    step_time_max, ckpt_seconds, t_prev = 0.0, 0.0, time.time()
+    metrics_file = open(out / "metrics.jsonl", "a")
+    try:
+        for photo, monet in loader:
+            model.set_lr(lr_factor(model.step, cfg.steps, cfg.lr_decay_start))
+            pending.append((model.step, model.train_step(photo, monet)))
+            steps_since_log += 1
+            bar.update(1)
+            now = time.time()
+            step_time_max = max(step_time_max * 0.99, now - t_prev)  # slow-decaying worst case
+            t_prev = now
+            is_last = model.step >= cfg.steps
+            due_ckpt = model.step % cfg.ckpt_every == 0 or is_last
+            if model.step % cfg.log_every == 0 or due_ckpt or is_last:
+                bad = first_nonfinite(pending)
+                if bad:
+                    raise NonFiniteLossError(
+                        f"loss '{bad[1]}' became non-finite at step {bad[0]}; training stopped. The last good "
+                        f"checkpoint ({latest}) was left as it was. Try a lower lr, amp='off', or grad clipping.")
+                rec = {"step": model.step, "time": round(now - t_start, 3),
+                       "lr": model.opt_G.param_groups[0]["lr"],
+                       "images_per_s": round(steps_since_log * b / max(now - t_log, 1e-9), 3),
+                       **{k: float(torch.stack([v[k] for _, v in pending]).float().mean()) for k in LOSS_KEYS},
+                       "skipped_d": model.skipped["d"], "skipped_g": model.skipped["g"]}
+                metrics_file.write(json.dumps(rec) + "\n")
+                metrics_file.flush()
+                bar.set_postfix(d=f"{rec['d_loss']:.3f}", g=f"{rec['g_loss']:.3f}", nce=f"{rec['nce']:.3f}",
+                                ips=f"{rec['images_per_s']:.2f}")
+                if on_log:
+                    on_log(rec)
+                pending, steps_since_log, t_log = [], 0, time.time()
+            if cfg.sample_every and model.step % cfg.sample_every == 0:
+                write_samples()
+            if due_ckpt:
+                ckpt_seconds = checkpoint()
+            if cfg.time_budget_hours and not is_last:
+                # Stop while one more (worst-case) step plus a checkpoint still fits in the budget.
+                left = cfg.time_budget_hours * 3600 - (time.time() - t_start)
+                if left < 2 * step_time_max + 2 * ckpt_seconds + 1.0:
+                    stop_reason = "time_budget"
+                    break
+    finally:
+        bar.close()
+        metrics_file.close()
+    if stop_reason == "time_budget" and not (ckpt_dir / f"step_{model.step:07d}.pt").exists():
+        bad = first_nonfinite(pending)
+        if bad:
+            raise NonFiniteLossError(f"loss '{bad[1]}' became non-finite at step {bad[0]}; training stopped.")
+        checkpoint()
+    if cfg.sample_every:
+        write_samples()
+    return {"out_dir": str(out), "start_step": start, "step": model.step, "stop_reason": stop_reason,
+            "seconds": round(time.time() - t_start, 2), "skipped_images": n_skipped,
+            "skipped_steps": dict(model.skipped), "device": str(device),
+            "amp": str(model.amp_dtype).replace("torch.", "") if model.amp_dtype else "off"}
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def parse_cli(argv: list[str]) -> TrainConfig:
+    """`-f file.yaml` then `--field value` overrides (values parsed as YAML scalars)."""
+    import yaml
+
+    from .config import load_yaml
+
+    d: dict = {}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-f", "--file"):
+            d.update(load_yaml(argv[i + 1]))
+            i += 2
+        elif a.startswith("--"):
+            key, _, val = a[2:].partition("=")
+            if not val:
+                if i + 1 >= len(argv):
+                    raise ConfigError(f"--{key} needs a value")
+                val, i = argv[i + 1], i + 1
+            d[key] = yaml.safe_load(val)
+            i += 1
+        else:
+            raise ConfigError(f"unexpected argument {a!r}; use -f FILE.yaml and --field value")
+    return TrainConfig.from_dict(d)
+
+
+def main(argv=None) -> int:
+    try:
+        cfg = parse_cli(sys.argv[1:] if argv is None else argv)
+        summary = train(cfg)
+    except (ConfigError, ValueError, NonFiniteLossError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

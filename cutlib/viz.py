@@ -1,0 +1,51 @@
+"""Image grids and loss curves for runs and notebooks."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data import to_uint8
+
+
+def pairs_grid(sources: torch.Tensor, outputs: torch.Tensor) -> Image.Image:
+    """Rows of (source | output) pairs; inputs are (B, 3, H, W) in [-1, 1]."""
+    src, out = to_uint8(sources), to_uint8(outputs)
+    rows = [np.concatenate([s, o], axis=1) for s, o in zip(src, out)]
+    return Image.fromarray(np.concatenate(rows, axis=0))
+
+
+def save_pairs_grid(sources: torch.Tensor, outputs: torch.Tensor, path: str | Path) -> Path:
+    from .checkpoint import atomic_write
+
+    img = pairs_grid(sources, outputs)
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_losses(run_dir: str | Path, keys=("d_loss", "g_loss", "g_adv", "nce", "identity", "r1")):
+    """One matplotlib figure with a panel per logged loss; returns the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg") if matplotlib.get_backend() == "" else None
+    import matplotlib.pyplot as plt
+
+    recs = read_metrics(run_dir)
+    steps = [r["step"] for r in recs]
+    keys = [k for k in keys if recs and k in recs[0]]
+    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(3.2 * max(len(keys), 1), 2.6), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        ax.plot(steps, [r[k] for r in recs])
+        ax.set_title(k)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    return fig
