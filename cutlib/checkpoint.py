@@ -23,6 +23,7 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; final files get the usual permissions
     try:
         write(tmp)
         with open(tmp, "rb") as f:
@@ -34,8 +35,28 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
+
+
+def link_atomic(src: Path, dst: Path) -> Path:
+    """Point `dst` at the same bytes as `src` (hard link, else copy), replacing `dst` atomically."""
+    import shutil
+
+    def write(tmp):
+        Path(tmp).unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:  # file systems without hard links
+            shutil.copyfile(src, tmp)
+
+    return atomic_write(dst, write)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

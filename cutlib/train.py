@@ -18,7 +18,7 @@ from torch.nn.utils import clip_grad_norm_
 
 from . import losses
 from .augment import diff_augment
-from .checkpoint import load_checkpoint, load_weights, prune_numbered, save_checkpoint
+from .checkpoint import link_atomic, load_checkpoint, load_weights, prune_numbered, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import UnpairedDataset, eval_image, make_demo_data, scan_images
 from .ema import EMA, ema_beta
@@ -280,8 +280,8 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None) -> dict:
 
     def checkpoint() -> float:
         t0 = time.time()
-        save_checkpoint(model.state_dict(), ckpt_dir / f"step_{model.step:07d}.pt")
-        save_checkpoint(model.state_dict(), latest)
+        numbered = save_checkpoint(model.state_dict(), ckpt_dir / f"step_{model.step:07d}.pt")
+        link_atomic(numbered, latest)
         prune_numbered(ckpt_dir, cfg.keep_ckpts)
         return time.time() - t0
 

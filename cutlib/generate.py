@@ -1,0 +1,219 @@
+"""Inference: load a generator (EMA weights by default), translate photos, stream PNGs into images.zip."""
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import sys
+import warnings
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_weights
+from .config import TrainConfig
+from .data import DataError, list_images, load_rgb, to_tensor, to_uint8
+from .nets import Generator
+
+SUBMISSION_MIN, SUBMISSION_MAX = 7_000, 10_000
+VARIANTS = ("", "_flip", "_crop", "_flipcrop")  # top-up views of a photo when there are too few photos
+
+
+class ZipValidationError(ValueError):
+    """images.zip does not meet the submission rules; the message says which rule and which entry."""
+
+
+def resolve_checkpoint(spec: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> Path:
+    """'latest' / 'best' inside <run_dir>/ckpt, or a path."""
+    if str(spec) in ("latest", "best"):
+        if run_dir is None:
+            raise CheckpointError(f"checkpoint={spec!r} needs a run folder (run_dir)")
+        path = Path(run_dir) / "ckpt" / f"{spec}.pt"
+    else:
+        path = Path(spec)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
+def load_generator(path: str | os.PathLike, weights: str = "ema", device: str | torch.device = "cpu"):
+    """(G in eval mode, info). weights='ema' (default) or 'raw'; info says which were loaded."""
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights={weights!r}: accepted values are ('ema', 'raw')")
+    ckpt = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    G = Generator(cfg.ngf, cfg.n_blocks, cfg.antialias)
+    state = ckpt["ema_G"]["shadow"] if weights == "ema" else ckpt["G"]
+    load_weights(G, state, "EMA generator" if weights == "ema" else "generator", path)
+    info = {"path": str(path), "weights": weights, "step": int(ckpt["step"]), "image_size": cfg.image_size}
+    return G.to(device).eval().requires_grad_(False), info
+
+
+def _view(im: Image.Image, variant: str, size: int) -> Image.Image:
+    if "crop" in variant:  # central 87.5% crop: a different framing, not a copy
+        w, h = im.size
+        m = w // 16, h // 16
+        im = im.crop((m[0], m[1], w - m[0], h - m[1]))
+    if "flip" in variant:
+        im = im.transpose(Image.FLIP_LEFT_RIGHT)
+    return im.resize((size, size), Image.BICUBIC) if im.size != (size, size) else im
+
+
+def plan_jobs(files: list[Path], min_count: int, max_count: int, top_up: bool, strict: bool):
+    """(candidates, target): translate candidates in order until `target` images are written.
+
+    Extra photos beyond max_count are not used; with fewer than min_count photos, flipped/cropped views
+    top the count up (unless top_up=False); candidates also cover photos that turn out undecodable."""
+    n = len(files)
+    if strict and not min_count <= n <= max_count:
+        raise ValueError(f"{n} photos, but a submission needs {min_count}..{max_count} images (strict=True)")
+    target = min(n, max_count) if n >= min_count or not top_up else min_count
+    candidates = [(f, v) for v in (VARIANTS if top_up else VARIANTS[:1]) for f in files]
+    if len(candidates) < target:
+        raise ValueError(f"{n} photos x {len(VARIANTS)} views = {len(candidates)} < min_count={min_count}")
+    return candidates, target
+
+
+class _Decoded(torch.utils.data.Dataset):
+    def __init__(self, jobs, size):
+        self.jobs, self.size = jobs, size
+
+    def __len__(self):
+        return len(self.jobs)
+
+    def __getitem__(self, i):
+        f, v = self.jobs[i]
+        try:
+            return to_tensor(_view(load_rgb(f), v, self.size)), i
+        except OSError as e:
+            warnings.warn(f"skipping photo: {e}", stacklevel=2)
+            return torch.zeros(3, self.size, self.size), -1
+
+
+def translate_files(G: torch.nn.Module, jobs, gen_size: int = 256, out_size: int = 256, batch_size: int = 8,
+                    device="cpu", amp_dtype=None, num_workers: int = 0, progress: bool = False):
+    """Yield (job_index, uint8 HxWx3 at out_size) for each decodable job, in order."""
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    loader = torch.utils.data.DataLoader(_Decoded(jobs, gen_size), batch_size=batch_size,
+                                         num_workers=num_workers, pin_memory=device.type == "cuda")
+    bar = tqdm(total=len(jobs), disable=not progress, desc="translate", dynamic_ncols=True)
+    for x, idx in loader:
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                                             enabled=amp_dtype is not None):
+            y = G(x.to(device, non_blocking=True)).float()
+        if out_size != gen_size:
+            y = torch.nn.functional.interpolate(y, size=(out_size, out_size), mode="bicubic", align_corners=False)
+        for i, img in zip(idx.tolist(), to_uint8(y)):
+            if i >= 0:
+                yield i, img
+        bar.update(len(idx))
+    bar.close()
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG", compress_level=1)  # entries are stored: PNG is the codec
+    return buf.getvalue()
+
+
+def entry_name(job) -> str:
+    f, variant = job
+    return f"{Path(f).stem}{variant}.png"
+
+
+def clean_stale_temps(path: Path) -> int:
+    """Remove temp files a killed earlier run left beside `path`."""
+    stale = list(path.parent.glob(f".{path.name}.*.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
+def write_zip(named_images, zip_path: str | os.PathLike, workers: int | None = None) -> dict:
+    """Encode (name, uint8 image) pairs to PNG in worker threads and stream them into zip_path,
+    written under a temp name and renamed only once complete."""
+    zip_path = Path(zip_path)
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(zip_path)
+    workers = workers or min(8, os.cpu_count() or 1)
+    count = 0
+
+    def write(tmp):
+        nonlocal count
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf, \
+                ThreadPoolExecutor(workers) as pool:
+            pending = []
+            for name, img in named_images:
+                pending.append((name, pool.submit(png_bytes, img)))
+                if len(pending) >= 4 * workers:  # bounded: memory stays flat for any image count
+                    n, fut = pending.pop(0)
+                    zf.writestr(n, fut.result())
+                    count += 1
+            for n, fut in pending:
+                zf.writestr(n, fut.result())
+                count += 1
+
+    try:
+        atomic_write(zip_path, write)
+    except OSError as e:
+        raise OSError(f"could not write {zip_path} ({e.strerror or e}); no partial file was left under that "
+                      f"name") from e
+    return {"path": str(zip_path), "count": count, "bytes": zip_path.stat().st_size}
+
+
+def validate_zip(zip_path: str | os.PathLike, min_count: int = SUBMISSION_MIN, max_count: int = SUBMISSION_MAX,
+                 size: int = 256) -> dict:
+    """Check the submission rules: count in range, unique names, each entry a size x size RGB PNG."""
+    zip_path = Path(zip_path)
+    if not zip_path.is_file():
+        raise ZipValidationError(f"{zip_path} does not exist")
+    with zipfile.ZipFile(zip_path) as zf:
+        names = zf.namelist()
+        if len(set(names)) != len(names):
+            raise ZipValidationError(f"{zip_path}: duplicate entry names")
+        if not min_count <= len(names) <= max_count:
+            raise ZipValidationError(f"{zip_path}: {len(names)} images, needs {min_count}..{max_count}")
+        for n in names:
+            try:
+                with Image.open(io.BytesIO(zf.read(n))) as im:
+                    im.load()
+                    ok = im.format == "PNG" and im.mode == "RGB" and im.size == (size, size)
+                    desc = f"{im.format} {im.mode} {im.size}"
+            except Exception as e:  # noqa: BLE001
+                raise ZipValidationError(f"{zip_path}: entry {n} does not decode: {e}") from e
+            if not ok:
+                raise ZipValidationError(f"{zip_path}: entry {n} is {desc}, needs PNG RGB ({size}, {size})")
+    return {"path": str(zip_path), "count": len(names), "valid": True}
+
+
+def generate_zip(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, zip_path: str | os.PathLike,
+                 weights: str = "ema", min_count: int = SUBMISSION_MIN, max_count: int = SUBMISSION_MAX,
+                 top_up: bool = True, strict: bool = False, gen_size: int = 256, batch_size: int = 8,
+                 device: str = "auto", num_workers: int = 2, progress: bool = True) -> dict:
+    """Checkpoint + photo folder -> a validated images.zip. Returns counts, the weights used and timings."""
+    import time
+
+    t0 = time.time()
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    G, info = load_generator(checkpoint, weights, dev)
+    if dev.type == "cuda":
+        G = G.to(memory_format=torch.channels_last)
+    files = list_images(photo_dir, "photo folder (photo_dir)")
+    candidates, target = plan_jobs(files, min_count, max_count, top_up, strict)
+    if target < min_count:
+        print(f"warning: only {target} images (< {min_count}) with top_up=False: not a valid submission",
+              file=sys.stderr)
+    amp = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if dev.type == "cuda" else None
+    translated = translate_files(G, candidates, gen_size, 256, batch_size, dev, amp, num_workers, progress)
+    stream = ((entry_name(candidates[i]), img) for i, img in itertools.islice(translated, target))
+    written = write_zip(stream, zip_path)
+    report = validate_zip(zip_path, min(min_count, target), max_count)
+    return {**written, **report, "photos": len(files), "target": target, "generator": info,
+            "seconds": round(time.time() - t0, 2)}
