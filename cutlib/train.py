@@ -87,6 +87,7 @@ class CUTModel:
         self.scaler_G = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.scaler_D = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.skipped = {"d": 0, "g": 0}  # optimizer steps skipped for a non-finite gradient
+        self.best = {"mifid": math.inf, "step": -1}  # best in-training evaluation so far (ckpt/best.pt)
         self.step = 0
 
     def autocast(self):
@@ -213,7 +214,7 @@ class CUTModel:
             "ema_G": self.ema.state_dict(),
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(), "opt_F": self.opt_F.state_dict(),
             "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
-            "skipped": dict(self.skipped), "rng": rng,
+            "skipped": dict(self.skipped), "best": dict(self.best), "rng": rng,
         }
 
     def load_state_dict(self, ckpt: dict, path="checkpoint") -> None:
@@ -225,6 +226,7 @@ class CUTModel:
                 getattr(self, name).load_state_dict(ckpt[name])
         self.step = int(ckpt["step"])
         self.skipped = dict(ckpt.get("skipped", self.skipped))
+        self.best = dict(ckpt.get("best", self.best))
         rng = ckpt.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
@@ -247,6 +249,30 @@ def prepare_data(cfg: TrainConfig):
     return photos, monets, len(bad_p) + len(bad_m)
 
 
+class Evaluator:
+    """In-training MiFID: translate a fixed set of photos with the EMA generator (at the training size,
+    upsampled to the 256 px of a submission) and score them against the Monet folder."""
+
+    def __init__(self, cfg: TrainConfig, photos: list[Path], device: torch.device):
+        from .metrics import InceptionFeatures, default_cache_dir, features_of
+
+        self.cfg, self.device = cfg, device
+        self.jobs = [(p, "") for p in photos[:cfg.eval_photos]]
+        self.extractor = InceptionFeatures(cfg.fid_weights or None, device)
+        self.real = features_of(cfg.monet_path, self.extractor, default_cache_dir())
+
+    def __call__(self, model: CUTModel) -> dict:
+        from .generate import translate_files
+        from .metrics import scores
+
+        t0 = time.time()
+        images = (img for _, img in translate_files(model.ema.model, self.jobs, self.cfg.image_size, 256,
+                                                    batch_size=8, device=self.device, amp_dtype=model.amp_dtype))
+        res = scores(self.extractor(images), self.real)
+        return {**{k: round(v, 6) if isinstance(v, float) else v for k, v in res.items()},
+                "eval_seconds": round(time.time() - t0, 2)}
+
+
 def first_nonfinite(pending: list[tuple[int, dict]]) -> tuple[int, str] | None:
     for step, vals in pending:
         for name, v in vals.items():
@@ -255,8 +281,10 @@ def first_nonfinite(pending: list[tuple[int, dict]]) -> tuple[int, str] | None:
     return None
 
 
-def train(cfg: TrainConfig, progress: bool = True, on_log=None) -> dict:
-    """Train per `cfg`; returns a summary dict. Writes <out_dir>/{config.yaml, metrics.jsonl, ckpt/, samples/}."""
+def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int | None = None) -> dict:
+    """Train per `cfg`; returns a summary dict. Writes <out_dir>/{config.yaml, metrics.jsonl, ckpt/, samples/}.
+
+    until_step: pause after that step (checkpoint written); resume=True continues the same schedule."""
     t_start = time.time()
     device = resolve_device(cfg)
     photos, monets, n_skipped = prepare_data(cfg)
@@ -275,7 +303,8 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None) -> dict:
     dataset = UnpairedDataset(photos, monets, cfg.image_size, cfg.load_size, cfg.flip, cfg.seed, cfg.steps * b)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=b, sampler=range(start * b, cfg.steps * b), num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda", persistent_workers=False, drop_last=True)
+        pin_memory=device.type == "cuda", drop_last=True,
+        generator=torch.Generator().manual_seed(cfg.seed))  # its own: iterators must not draw from the global RNG
     sample_photos = torch.stack([eval_image(p, cfg.image_size) for p in photos[:4]])
 
     def checkpoint() -> float:
@@ -284,6 +313,8 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None) -> dict:
         link_atomic(numbered, latest)
         prune_numbered(ckpt_dir, cfg.keep_ckpts)
         return time.time() - t0
+
+    evaluator = Evaluator(cfg, photos, device) if cfg.eval_every else None
 
     def write_samples():
         fakes = model.translate(sample_photos)
@@ -305,7 +336,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None) -> dict:
             now = time.time()
             step_time_max = max(step_time_max * 0.99, now - t_prev)  # slow-decaying worst case
             t_prev = now
-            is_last = model.step >= cfg.steps
+            is_last = model.step >= (until_step or cfg.steps)
             due_ckpt = model.step % cfg.ckpt_every == 0 or is_last
             if model.step % cfg.log_every == 0 or due_ckpt or is_last:
                 bad = first_nonfinite(pending)
@@ -327,9 +358,20 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None) -> dict:
                 pending, steps_since_log, t_log = [], 0, time.time()
             if cfg.sample_every and model.step % cfg.sample_every == 0:
                 write_samples()
+            if evaluator and (model.step % cfg.eval_every == 0 or is_last):
+                rec = {"step": model.step, "eval": True, **evaluator(model)}
+                metrics_file.write(json.dumps(rec) + "\n")
+                metrics_file.flush()
+                if on_log:
+                    on_log(rec)
+                if rec["mifid"] < model.best["mifid"]:
+                    model.best = {"mifid": rec["mifid"], "step": model.step}
+                    save_checkpoint(model.state_dict(), ckpt_dir / "best.pt")
             if due_ckpt:
                 ckpt_seconds = checkpoint()
-            if cfg.time_budget_hours and not is_last:
+            if is_last:
+                break
+            if cfg.time_budget_hours:
                 # Stop while one more (worst-case) step plus a checkpoint still fits in the budget.
                 left = cfg.time_budget_hours * 3600 - (time.time() - t_start)
                 if left < 2 * step_time_max + 2 * ckpt_seconds + 1.0:
@@ -345,6 +387,8 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None) -> dict:
         checkpoint()
     if cfg.sample_every:
         write_samples()
+    if stop_reason == "steps" and model.step < cfg.steps:
+        stop_reason = "until_step"
     return {"out_dir": str(out), "start_step": start, "step": model.step, "stop_reason": stop_reason,
             "seconds": round(time.time() - t_start, 2), "skipped_images": n_skipped,
             "skipped_steps": dict(model.skipped), "device": str(device),

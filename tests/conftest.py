@@ -1,0 +1,37 @@
+import os
+import warnings
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """A small built-in demo dataset (Kaggle layout), made once per test session."""
+    from cutlib.data import make_demo_data
+
+    return make_demo_data(tmp_path_factory.mktemp("demo"), n_photos=12, n_paintings=8, size=64, seed=0)
+
+
+@pytest.fixture
+def tiny_cfg(demo_root, tmp_path):
+    """A CUT config small enough for CPU tests: real code paths, shrunk sizes."""
+    from cutlib.config import TrainConfig
+
+    def make(**kw):
+        base = dict(data=str(demo_root), image_size=32, load_size=36, ngf=8, ndf=8, n_blocks=5, num_patches=16,
+                    steps=6, log_every=2, ckpt_every=2, sample_every=3, num_workers=0, identity_warmup=4,
+                    out_dir=str(tmp_path / "run"))
+        base.update(kw)
+        return TrainConfig(**base)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _no_warning_noise():
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        yield

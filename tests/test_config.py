@@ -1,0 +1,55 @@
+import dataclasses
+
+import pytest
+
+from cutlib.config import ConfigError, TrainConfig, field_help
+
+
+def test_defaults_are_the_baseline_recipe():
+    c = TrainConfig()
+    assert (c.image_size, c.load_size, c.batch_size, c.steps) == (256, 286, 1, 50_000)
+    assert (c.lr, c.beta1, c.beta2, c.lr_decay_start) == (2e-4, 0.5, 0.999, 0.5)
+    assert (c.gan_loss, c.lambda_gan, c.lambda_nce, c.nce_idt) == ("hinge", 1.0, 1.0, True)
+    assert (c.nce_layers, c.num_patches, c.nce_t) == ((0, 4, 8, 12, 16), 256, 0.07)
+    assert (c.lambda_identity, c.r1_weight, c.diffaug) == (0.1, 0.0, "color,translation,cutout")
+    assert (c.grad_clip_g, c.grad_clip_d, c.amp, c.mode) == (10.0, 10.0, "auto", "cut")
+
+
+@pytest.mark.parametrize("kw, field", [
+    (dict(gan_loss="wgan"), "gan_loss"), (dict(amp="fp8"), "amp"), (dict(mode="cyclegan"), "mode"),
+    (dict(steps=-1), "steps"), (dict(image_size=66), "image_size"), (dict(lr=-1.0), "lr"),
+    (dict(steps="many"), "steps"), (dict(flip="yes"), "flip"), (dict(beta1=1.5), "beta1"),
+    (dict(nce_layers=(0, 5)), "nce_layers"), (dict(diffaug="color,blur"), "diffaug"),
+    (dict(load_size=128), "load_size"), (dict(batch_size=True), "batch_size"),
+])
+def test_bad_values_name_the_field(kw, field):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**kw)
+
+
+def test_unknown_key_lists_accepted_keys():
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['stepz'\].*accepted keys"):
+        TrainConfig.from_dict({"stepz": 3})
+
+
+def test_yaml_round_trip(tmp_path):
+    c = TrainConfig(steps=123, gan_loss="lsgan", nce_layers=(0, 8, 16), amp="off", data="/x")
+    c.save(tmp_path / "c.yaml")
+    assert TrainConfig.load(tmp_path / "c.yaml") == c
+    assert TrainConfig.load(tmp_path / "c.yaml", steps=7).steps == 7
+
+
+def test_ints_coerced_to_float_and_layer_strings_parsed():
+    c = TrainConfig(lr=1, nce_layers="0,4,8")
+    assert c.lr == 1.0 and isinstance(c.lr, float) and c.nce_layers == (0, 4, 8)
+
+
+def test_fastcut_mode_sets_its_recipe():
+    c = TrainConfig(mode="fastcut")
+    assert (c.nce_idt, c.lambda_nce, c.flip_equivariance) == (False, 10.0, True)
+
+
+def test_every_field_has_a_help_comment():
+    helps = field_help()
+    assert {f.name for f in dataclasses.fields(TrainConfig)} == set(helps)
+    assert all(helps.values())

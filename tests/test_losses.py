@@ -1,0 +1,70 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cutlib import losses
+
+
+def test_adversarial_losses_hand_checked():
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0])
+    # hinge: relu(1-real) = [0, .5] -> .25 ; relu(1+fake) = [0, 1] -> .5 ; 0.5*(.25+.5)
+    assert losses.d_loss("hinge", real, fake).item() == pytest.approx(0.375)
+    assert losses.g_adv_loss("hinge", fake).item() == pytest.approx(1.0)
+    # lsgan: (real-1)^2 = [1, .25] -> .625 ; fake^2 = [4, 0] -> 2
+    assert losses.d_loss("lsgan", real, fake).item() == pytest.approx(0.5 * (0.625 + 2))
+    assert losses.g_adv_loss("lsgan", fake).item() == pytest.approx((9 + 1) / 2)
+    sp = lambda v: math.log1p(math.exp(v))  # noqa: E731
+    assert losses.d_loss("nonsaturating", real, fake).item() == pytest.approx(
+        0.5 * ((sp(-2) + sp(-0.5)) / 2 + (sp(-2) + sp(0)) / 2), rel=1e-5)
+    assert losses.g_adv_loss("nonsaturating", fake).item() == pytest.approx((sp(2) + sp(0)) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="gan_loss"):
+        losses.d_loss("wgan", real, fake)
+
+
+def nce_reference(q, k, tau):
+    """Plain loops: for each query, logits = [q.k+, q.k- for every other key, -10 in its own slot]."""
+    total, n = 0.0, 0
+    for b in range(q.shape[0]):
+        for i in range(q.shape[1]):
+            logits = [float(q[b, i] @ k[b, i])]
+            logits += [-10.0 if j == i else float(q[b, i] @ k[b, j]) for j in range(q.shape[1])]
+            logits = torch.tensor(logits) / tau
+            total += float(-torch.log_softmax(logits, 0)[0])
+            n += 1
+    return total / n
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_patch_nce_matches_loop_reference(batch):
+    g = torch.Generator().manual_seed(0)
+    q = F.normalize(torch.randn(batch, 7, 5, generator=g), dim=-1)
+    k = F.normalize(torch.randn(batch, 7, 5, generator=g), dim=-1)
+    assert losses.patch_nce(q, k, 0.07).item() == pytest.approx(nce_reference(q, k, 0.07), rel=1e-5)
+
+
+def test_patch_nce_low_when_query_equals_key_and_keys_detached():
+    k = F.normalize(torch.randn(2, 16, 8), dim=-1)
+    q = k.clone().requires_grad_(True)
+    kk = k.clone().requires_grad_(True)
+    loss = losses.patch_nce(q, kk, 0.07)
+    loss.backward()
+    assert loss.item() < losses.patch_nce(F.normalize(torch.randn(2, 16, 8), dim=-1), k).item()
+    assert q.grad is not None and kk.grad is None
+
+
+def test_patch_nce_fp32_under_autocast():
+    q = F.normalize(torch.randn(1, 8, 4), dim=-1).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = losses.patch_nce(q, q)
+    assert out.dtype == torch.float32 and torch.isfinite(out)
+
+
+def test_identity_and_r1_and_warmup():
+    a, b = torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), 0.5)
+    assert losses.identity_l1(a, b).item() == pytest.approx(0.5)
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    logits = (3 * x).sum(dim=(1, 2, 3))  # d logits / dx = 3 everywhere -> |grad|^2 = 9 * 48
+    assert losses.r1_penalty(logits, x).item() == pytest.approx(9 * 48)
+    assert [losses.identity_weight(s, 0.1, 10) for s in (0, 5, 10, 20)] == pytest.approx([0.1, 0.05, 0, 0])

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from cutlib.config import TrainConfig
+from cutlib.nets import (TAP_LAYERS, BlurDownsample, BlurUpsample, Discriminator, Generator, PatchSampleMLP,
+                         build_nets, count_params)
+
+
+def test_parameter_counts_match_official_cut():
+    G, D, F = build_nets(TrainConfig())
+    # official CUT, resnet_9blocks + basic D + mlp_sample(256), anti-aliased: 11.378M / 2.765M / 0.560M
+    assert (count_params(G), count_params(D), count_params(F)) == (11_378_179, 2_764_737, 560_384)
+    G2, D2, _ = build_nets(TrainConfig(antialias=False))
+    assert (count_params(G2), count_params(D2)) == (11_378_179, 2_764_737)  # same weights, strided layout
+
+
+@pytest.mark.parametrize("antialias", [True, False])
+def test_shapes_and_named_taps(antialias):
+    G = Generator(ngf=8, n_blocks=9, antialias=antialias)
+    x = torch.randn(2, 3, 64, 64)
+    y, feats = G(x, taps=TAP_LAYERS)
+    assert y.shape == x.shape and y.abs().max() <= 1
+    full = 64 if antialias else 32
+    assert [tuple(f.shape) for f in feats] == [(2, 3, 70, 70), (2, 16, full, full), (2, 32, 32 if antialias else 16,
+                                               32 if antialias else 16), (2, 32, 16, 16), (2, 32, 16, 16)]
+    torch.testing.assert_close(feats[0][:, :, 3:-3, 3:-3], x)  # tap 0 is the padded input itself
+    for a, b in zip(G.encode(x), feats):  # encode() stops early but gives the same activations
+        torch.testing.assert_close(a, b)
+    assert Discriminator(8, antialias=antialias)(torch.randn(1, 3, 256, 256)).shape == (1, 1, 30, 30)
+
+
+def test_blur_resampling_keeps_constants():
+    x = torch.full((1, 4, 8, 8), 0.7)
+    torch.testing.assert_close(BlurDownsample(4)(x), torch.full((1, 4, 4, 4), 0.7))
+    torch.testing.assert_close(BlurUpsample(4)(x), torch.full((1, 4, 16, 16), 0.7))
+
+
+def test_init_is_normal_002_and_mlp_exists_eagerly():
+    G, D, F = build_nets(TrainConfig(ngf=16))
+    w = torch.cat([p.flatten() for n, p in G.named_parameters() if n.endswith("weight")])
+    assert abs(w.std().item() - 0.02) < 0.002 and abs(w.mean().item()) < 0.002
+    assert len(list(F.parameters())) == 4 * 5  # all five heads built before any data
+
+
+def test_patch_sampler_same_locations_and_unit_norm():
+    F = PatchSampleMLP([3, 5])
+    feats = [torch.randn(2, 3, 6, 6), torch.randn(2, 5, 4, 4)]
+    ids = F.sample_ids(feats, 10)
+    assert [len(i) for i in ids] == [10, 10] and len(set(ids[1].tolist())) == 10
+    out = F(feats, ids)
+    assert out[0].shape == (2, 10, 256)
+    torch.testing.assert_close(out[1].norm(dim=-1), torch.ones(2, 10), atol=1e-4, rtol=0)
+    assert len(F.sample_ids([torch.randn(1, 5, 2, 2)], 256)[0]) == 4  # fewer locations than patches

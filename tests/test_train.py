@@ -1,0 +1,143 @@
+import json
+import pickle
+
+import pytest
+import torch
+
+from cutlib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from cutlib.train import CUTModel, NonFiniteLossError, lr_factor, train
+
+
+def _batch(cfg, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s = cfg.image_size
+    return torch.rand(1, 3, s, s, generator=g) * 2 - 1, torch.rand(1, 3, s, s, generator=g) * 2 - 1
+
+
+def test_lr_schedule_constant_then_linear_to_zero():
+    assert [lr_factor(s, 100, 0.5) for s in (0, 49, 50, 75, 100)] == [1, 1, 1, 0.5, 0]
+
+
+@pytest.mark.parametrize("overrides", [{}, {"mode": "fastcut"}, {"gan_loss": "lsgan", "r1_weight": 1.0, "r1_every": 1},
+                                       {"gan_loss": "nonsaturating", "antialias": False, "batch_size": 2}])
+def test_train_step_updates_all_nets_with_finite_losses(tiny_cfg, overrides):
+    cfg = tiny_cfg(**overrides)
+    m = CUTModel(cfg)
+    before = {n: [p.detach().clone() for p in net.parameters()] for n, net in (("G", m.G), ("D", m.D), ("F", m.F))}
+    photo, monet = _batch(cfg)
+    out = m.train_step(photo.repeat(cfg.batch_size, 1, 1, 1), monet.repeat(cfg.batch_size, 1, 1, 1))
+    assert set(out) == {"d_loss", "g_loss", "g_adv", "nce", "identity", "r1"}
+    assert all(torch.isfinite(v) for v in out.values())
+    if cfg.r1_weight:
+        assert out["r1"] > 0
+    for name, net in (("G", m.G), ("D", m.D), ("F", m.F)):
+        assert any(not torch.equal(a, b) for a, b in zip(before[name], net.parameters())), name
+    assert m.step == 1 and m.skipped == {"d": 0, "g": 0}
+
+
+def test_nonfinite_gradient_skips_that_step_and_is_counted(tiny_cfg):
+    m = CUTModel(tiny_cfg())
+    d_before = [p.detach().clone() for p in m.D.parameters()]
+    g_before = [p.detach().clone() for p in m.G.parameters()]
+    hook = next(m.D.parameters()).register_hook(lambda g: torch.full_like(g, float("nan")))
+    m.train_step(*_batch(m.cfg))
+    hook.remove()
+    assert m.skipped == {"d": 1, "g": 0}
+    assert all(torch.equal(a, b) for a, b in zip(d_before, m.D.parameters()))  # D untouched
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, m.G.parameters()))  # G stepped
+
+
+def test_end_to_end_run_writes_checkpoints_samples_metrics(tiny_cfg):
+    cfg = tiny_cfg(image_size=64, load_size=72, steps=4, sample_every=2, ckpt_every=2, keep_ckpts=1)
+    summary = train(cfg, progress=False)
+    run = cfg.out_dir
+    assert summary["step"] == 4 and summary["stop_reason"] == "steps"
+    ckpt = load_checkpoint(f"{run}/ckpt/latest.pt")
+    assert ckpt["step"] == 4 and "shadow" in ckpt["ema_G"] and ckpt["config"]["image_size"] == 64
+    for key in ("G", "D", "F", "opt_G", "opt_D", "opt_F", "scaler_G", "scaler_D", "rng"):
+        assert key in ckpt
+    from pathlib import Path
+
+    assert sorted(p.name for p in Path(run, "ckpt").glob("step_*.pt")) == ["step_0000004.pt"]  # retention
+    assert Path(run, "samples", "step_0000002.png").is_file() and Path(run, "config.yaml").is_file()
+    recs = [json.loads(x) for x in Path(run, "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [2, 4] and all(r["d_loss"] > 0 for r in recs)
+
+
+def test_resume_is_exact(tiny_cfg, tmp_path):
+    straight = tiny_cfg(out_dir=str(tmp_path / "a"))
+    train(straight, progress=False)
+    split = tiny_cfg(out_dir=str(tmp_path / "b"))
+    assert train(split, progress=False, until_step=3)["step"] == 3
+    assert train(split.replace(resume=True), progress=False)["start_step"] == 3
+    a, b = load_checkpoint(tmp_path / "a/ckpt/latest.pt"), load_checkpoint(tmp_path / "b/ckpt/latest.pt")
+    assert a["step"] == b["step"] == 6
+    for net in ("G", "D", "F"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), (net, k)
+    for k in a["ema_G"]["shadow"]:
+        assert torch.equal(a["ema_G"]["shadow"][k], b["ema_G"]["shadow"][k])
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, monkeypatch):
+    cfg = tiny_cfg(steps=8, log_every=2, ckpt_every=2)
+    real_step = CUTModel.train_step
+
+    def poisoned(self, photo, monet):  # a corrupt batch: NaN pixels in the photo at step 4
+        if self.step == 4:
+            photo = photo.clone()
+            photo[..., 0, 0] = float("nan")
+        return real_step(self, photo, monet)
+
+    monkeypatch.setattr(CUTModel, "train_step", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"loss '\w+' became non-finite at step 4"):
+        train(cfg, progress=False)
+    ckpt = load_checkpoint(f"{cfg.out_dir}/ckpt/latest.pt")
+    assert ckpt["step"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["G"].values())
+
+
+def test_time_budget_stops_cleanly_with_a_checkpoint(tiny_cfg):
+    cfg = tiny_cfg(steps=10_000, time_budget_hours=4 / 3600, ckpt_every=10_000, sample_every=0)
+    summary = train(cfg, progress=False)
+    assert summary["stop_reason"] == "time_budget" and 0 < summary["step"] < 10_000
+    assert summary["seconds"] < 4.0 + 2.0
+    assert load_checkpoint(f"{cfg.out_dir}/ckpt/latest.pt")["step"] == summary["step"]
+
+
+def test_checkpoint_round_trip_and_bad_files(tiny_cfg, tmp_path):
+    m = CUTModel(tiny_cfg())
+    m.train_step(*_batch(m.cfg))
+    path = save_checkpoint(m.state_dict(), tmp_path / "c.pt")
+    m2 = CUTModel(tiny_cfg(seed=5))
+    m2.load_state_dict(load_checkpoint(path), path)
+    assert m2.step == 1
+    for a, b in zip(m.G.state_dict().values(), m2.G.state_dict().values()):
+        assert torch.equal(a, b)
+    assert m2.opt_G.state_dict()["state"][0]["step"] == 1  # Adam moments resumed, not reset
+
+    (tmp_path / "trunc.pt").write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="trunc.pt"):
+        load_checkpoint(tmp_path / "trunc.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a cutlib checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"format": "cutlib-ckpt-1", "x": Evil()}))
+    with pytest.raises(CheckpointError, match="refused, nothing was executed"):
+        load_checkpoint(tmp_path / "evil.pt")
+    other = CUTModel(tiny_cfg(ngf=16))
+    with pytest.raises(CheckpointError, match="do not fit this architecture"):
+        other.load_state_dict(load_checkpoint(path), path)
+
+
+def test_cli_reports_bad_parameter(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "cutlib.train", "--stepz", "3"], capture_output=True, text=True)
+    assert r.returncode == 2 and "stepz" in r.stderr and "Traceback" not in r.stderr
