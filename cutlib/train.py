@@ -408,7 +408,11 @@ def parse_cli(argv: list[str]) -> TrainConfig:
     while i < len(argv):
         a = argv[i]
         if a in ("-f", "--file"):
-            d.update(load_yaml(argv[i + 1]))
+            from .nbbuild import GENERATE_PARAMS
+
+            # a params file also feeds 03_generate_zip; its keys are not training fields
+            generate_only = {p[0] for p in GENERATE_PARAMS} - set(TrainConfig.__dataclass_fields__)
+            d.update({k: v for k, v in load_yaml(argv[i + 1]).items() if k not in generate_only})
             i += 2
         elif a.startswith("--"):
             key, _, val = a[2:].partition("=")

@@ -1,0 +1,28 @@
+# Two commands on a fresh machine:  `make demo` (main job on built-in demo data)  and  `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+OUT ?= runs/demo
+DATA ?= demo
+
+.PHONY: install demo real test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+demo: install
+	$(PY) -m cutlib.suite -f params/demo.yaml --out $(OUT) --data $(DATA)
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) bench/train_step.py --quick
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,105 @@
+"""The notebook suite: stored as built, parameters mirror TrainConfig, and real papermill runs."""
+import dataclasses
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cutlib.config import TrainConfig
+from cutlib.nbbuild import GENERATE_PARAMS, NOTEBOOK_DIR, NOTEBOOKS, render
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def params_of(name):
+    import papermill
+
+    return papermill.inspect_notebook(str(NOTEBOOK_DIR / name))
+
+
+@pytest.mark.parametrize("name", list(NOTEBOOKS))
+def test_stored_notebooks_are_current_and_without_outputs(name):
+    stored = (NOTEBOOK_DIR / name).read_text()
+    assert stored == render(NOTEBOOKS[name]()), f"run `python -m cutlib.nbbuild` to rebuild {name}"
+    nb = json.loads(stored)
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c["outputs"] and c["execution_count"] is None for c in code)
+    assert sum("parameters" in c["metadata"].get("tags", []) for c in code) == 1
+
+
+def test_parameters_mirror_config_fields_with_help():
+    defaults = TrainConfig().to_dict()
+    train = params_of("02_train.ipynb")
+    assert set(train) == {f.name for f in dataclasses.fields(TrainConfig)}
+    for nb in ("01_sanity.ipynb", "02_train.ipynb"):
+        for name, p in params_of(nb).items():
+            assert name in defaults, (nb, name)
+            assert eval(p["default"]) == (list(defaults[name]) if isinstance(defaults[name], tuple)
+                                          else defaults[name]), (nb, name)
+            assert p["help"], (nb, name)
+    gen = params_of("03_generate_zip.ipynb")
+    assert list(gen) == [p[0] for p in GENERATE_PARAMS] and all(p["help"] for p in gen.values())
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    for name in set(gen) & set(types):  # shared names mean the same thing and have the same type
+        assert gen[name]["inferred_type_name"] == types[name], name
+
+
+@pytest.fixture
+def suite_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUTLIB_DEMO_DIR", str(tmp_path / "demo"))
+    monkeypatch.setenv("CUTLIB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(ROOT)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_suite_runs_end_to_end_on_demo_data(suite_env):
+    from cutlib.checkpoint import load_checkpoint
+    from cutlib.config import load_yaml
+    from cutlib.generate import validate_zip
+    from cutlib.suite import run_suite
+
+    out = suite_env / "out"
+    run_suite(load_yaml(ROOT / "params/smoke.yaml"), out)
+    for name in NOTEBOOKS:
+        assert (out / "executed" / name).is_file()
+    ckpt = load_checkpoint(out / "run/ckpt/latest.pt")
+    assert ckpt["step"] == 4 and ckpt["ema_G"]["shadow"]
+    assert (out / "run/ckpt/best.pt").is_file()
+    assert validate_zip(out / "images.zip", 30, 30)["count"] == 30  # 200 demo photos, max_count 30
+    with zipfile.ZipFile(out / "images.zip") as zf:
+        assert Image.open(zf.open(zf.namelist()[0])).size == (256, 256)
+    assert sorted(p.name for p in (out / "run/samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
+    executed = json.loads((out / "executed/02_train.ipynb").read_text())
+    images = [o for c in executed["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 2  # the loss curves and the MiFID curve
+    sanity = json.loads((out / "executed/01_sanity.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in sanity["cells"] for o in c.get("outputs", []))
+    assert "OVERALL: PASS" in text and "ETA" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("params, message", [
+    ({"data": "/no/such/folder"}, "photo folder (photo_dir) /no/such/folder/photo_jpg does not exist"),
+    ({"steps": -5}, "steps=-5: must be >= 1"),
+])
+def test_notebook_failures_are_one_readable_line(suite_env, params, message):
+    import papermill
+
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        papermill.execute_notebook(str(NOTEBOOK_DIR / "02_train.ipynb"), str(suite_env / "o.ipynb"),
+                                   parameters={"out_dir": str(suite_env / "run"), **params},
+                                   kernel_name="python3", progress_bar=False)
+    assert err.value.ename == "NotebookError" and message in err.value.evalue
+    frames = [line for line in err.value.traceback if "File " in line or "Cell In" in line]
+    assert len(frames) <= 3  # the notebook cell and the friendly_errors frame, not the library's depths
+
+
+def test_suite_rejects_unknown_parameters(suite_env):
+    from cutlib.config import ConfigError
+    from cutlib.suite import run_suite
+
+    with pytest.raises(ConfigError, match="stepz"):
+        run_suite({"stepz": 3}, suite_env / "out")
