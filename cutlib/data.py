@@ -47,16 +47,28 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         raise OSError(f"cannot decode image {path}: {e}") from e
 
 
+def _decodes(path: Path) -> str | None:
+    try:
+        load_rgb(path)
+        return None
+    except Exception as e:  # noqa: BLE001 - any reason a file is unreadable is a reason to skip it
+        return str(e)
+
+
 def scan_images(folder: str | os.PathLike, what: str = "image folder") -> tuple[list[Path], list[Path]]:
-    """(usable, skipped): every file whose header PIL cannot read is skipped with one warning naming it."""
+    """(usable, skipped): every file is decoded once, up front (a truncated JPEG only fails on a full
+    decode); each one that fails is skipped with one warning naming it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = list_images(folder, what)
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
+        errors = list(pool.map(_decodes, files))
     usable, skipped = [], []
-    for p in list_images(folder, what):
-        try:
-            with Image.open(p) as im:
-                im.verify()
+    for p, err in zip(files, errors):
+        if err is None:
             usable.append(p)
-        except Exception as e:  # noqa: BLE001 - any reason a file is unreadable is a reason to skip it
-            warnings.warn(f"skipping unreadable image {p}: {e}", stacklevel=2)
+        else:
+            warnings.warn(f"skipping unreadable image: {err}", stacklevel=2)
             skipped.append(p)
     if not usable:
         raise DataError(f"{what} {folder} has no usable image ({len(skipped)} unreadable)")

@@ -273,6 +273,30 @@ class Evaluator:
                 "eval_seconds": round(time.time() - t0, 2)}
 
 
+ARCH_FIELDS = ("ngf", "ndf", "n_blocks", "antialias", "nce_layers", "image_size")
+
+
+def check_resumable(saved: dict, cfg: TrainConfig, path) -> None:
+    """Resuming with another architecture or image size would silently train something else."""
+    from .checkpoint import CheckpointError
+
+    now = cfg.to_dict()
+    diff = [f"{k}={saved.get(k)!r} (config: {now[k]!r})" for k in ARCH_FIELDS if saved.get(k) != now[k]]
+    if diff:
+        raise CheckpointError(f"cannot resume from {path}: it was trained with {', '.join(diff)}; "
+                              f"use a new out_dir or the checkpoint's values")
+
+
+def drop_metrics_after(path: Path, step: int) -> None:
+    """On resume, forget log lines of steps the checkpoint does not contain (a killed run wrote them)."""
+    if not path.exists():
+        return
+    from .checkpoint import atomic_write
+
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in keep)))
+
+
 def first_nonfinite(pending: list[tuple[int, dict]]) -> tuple[int, str] | None:
     for step, vals in pending:
         for name, v in vals.items():
@@ -287,17 +311,26 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
     until_step: pause after that step (checkpoint written); resume=True continues the same schedule."""
     t_start = time.time()
     device = resolve_device(cfg)
+    resolve_amp(cfg.amp, device)  # every parameter error before any work
     photos, monets, n_skipped = prepare_data(cfg)
     out = Path(cfg.out_dir)
     ckpt_dir = out / "ckpt"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
-    cfg.save(out / "config.yaml")
+    for stale in ckpt_dir.glob(".*.tmp"):  # a write a killed run never finished
+        stale.unlink(missing_ok=True)
 
     model = CUTModel(cfg, device)
     latest = ckpt_dir / "latest.pt"
     if cfg.resume and latest.exists():
-        model.load_state_dict(load_checkpoint(latest, map_location=device), latest)
+        ckpt = load_checkpoint(latest, map_location=device)
+        check_resumable(ckpt["config"], cfg, latest)
+        model.load_state_dict(ckpt, latest)
+        del ckpt
+        drop_metrics_after(out / "metrics.jsonl", model.step)
+    elif (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()  # a fresh run in an old folder starts a fresh log
+    cfg.save(out / "config.yaml")
     start = model.step
     b = cfg.batch_size
     dataset = UnpairedDataset(photos, monets, cfg.image_size, cfg.load_size, cfg.flip, cfg.seed, cfg.steps * b)
