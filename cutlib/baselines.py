@@ -1,0 +1,48 @@
+"""Non-learned baselines for the quality benchmark: colour transfer in CIE Lab (Reinhard et al. 2001)."""
+from __future__ import annotations
+
+import numpy as np
+
+_M_RGB2XYZ = np.array([[0.4124564, 0.3575761, 0.1804375],
+                       [0.2126729, 0.7151522, 0.0721750],
+                       [0.0193339, 0.1191920, 0.9503041]])
+_WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """uint8 sRGB (..., 3) -> CIE Lab (D65), float64."""
+    c = rgb.astype(np.float64) / 255.0
+    lin = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    xyz = lin @ _M_RGB2XYZ.T / _WHITE_D65
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """CIE Lab (D65) -> uint8 sRGB, clipped to the gamut."""
+    fy = (lab[..., 0] + 16) / 116
+    f = np.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], -1)
+    xyz = np.where(f > 6 / 29, f ** 3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * _WHITE_D65
+    lin = xyz @ np.linalg.inv(_M_RGB2XYZ).T
+    lin = np.clip(lin, 0, 1)
+    c = np.where(lin > 0.0031308, 1.055 * lin ** (1 / 2.4) - 0.055, 12.92 * lin)
+    return np.clip(np.round(c * 255), 0, 255).astype(np.uint8)
+
+
+def lab_stats(images) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel Lab mean and std pooled over all pixels of all images."""
+    n, s, s2 = 0, np.zeros(3), np.zeros(3)
+    for img in images:
+        lab = rgb_to_lab(img).reshape(-1, 3)
+        n += len(lab)
+        s += lab.sum(0)
+        s2 += (lab ** 2).sum(0)
+    mean = s / n
+    return mean, np.sqrt(np.maximum(s2 / n - mean ** 2, 0))
+
+
+def color_transfer(img: np.ndarray, target_mean: np.ndarray, target_std: np.ndarray) -> np.ndarray:
+    """Match one image's Lab mean and std to the target's, channel by channel."""
+    lab = rgb_to_lab(img)
+    mean, std = lab.reshape(-1, 3).mean(0), lab.reshape(-1, 3).std(0)
+    return lab_to_rgb((lab - mean) / np.maximum(std, 1e-6) * target_std + target_mean)
