@@ -35,6 +35,12 @@ GENERATE_PARAMS = (
 )
 
 
+# 02's parameters beyond TrainConfig: how to launch, not what to train.
+TRAIN_LAUNCH_PARAMS = (
+    ("nproc", "int", 1, "processes for DDP (one per GPU) via torchrun in a subprocess; 1 trains in this kernel"),
+)
+
+
 def _param_line(name: str, typ: str, value, help_: str) -> str:
     return f"{name}: {typ} = {value!r}  # {help_}"
 
@@ -96,10 +102,12 @@ def train_notebook():
 Every parameter below is a `TrainConfig` field (papermill: `-p steps 50000` or `-f params/baseline.yaml`).
 Writes `<out_dir>/{config.yaml, metrics.jsonl, ckpt/, samples/}`; `resume=True` continues from
 `ckpt/latest.pt`; `time_budget_hours` stops cleanly, checkpoint written, before the budget is spent."""),
-        _code("from cutlib import viz\nfrom cutlib.notebook import config_from, friendly_errors, show\n"
-              "from cutlib.train import train"),
-        _params_cell(config_params(fields)),
-        _code("with friendly_errors():\n    cfg = config_from(globals())\n    summary = train(cfg)\nsummary"),
+        _code("from cutlib import viz\nfrom cutlib.launch import train_ddp\n"
+              "from cutlib.notebook import config_from, friendly_errors, show\nfrom cutlib.train import train"),
+        _params_cell(config_params(fields) + [_param_line(*p) for p in TRAIN_LAUNCH_PARAMS]),
+        _code("with friendly_errors():\n    cfg = config_from(globals())\n"
+              "    summary = train(cfg) if nproc == 1 else train_ddp(cfg, nproc)  # DDP: torchrun in a subprocess\n"
+              "summary"),
         _code("show(viz.plot_losses(cfg.out_dir))\nshow(viz.plot_eval(cfg.out_dir))  # MiFID over steps, "
               "when eval_every > 0"),
         _code("show(viz.preview_run(cfg))  # photo | painting from the EMA generator"),

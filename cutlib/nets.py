@@ -110,10 +110,17 @@ class Generator(nn.Module):
         """Encoder activations at the given CUT tap indices; stops after the deepest one."""
         return self._encode(x, taps, stop_early=True)[1]
 
-    def forward(self, x, taps: tuple[int, ...] | None = None):
+    def forward(self, x, taps: tuple[int, ...] | None = None, reencode: int = 0):
+        """x -> output; with taps also the encoder activations of x; with reencode=n also those of the
+        first n outputs (PatchNCE queries), inside the same call so DistributedDataParallel sees one
+        forward per backward."""
         h, feats = self._encode(x, taps or (), stop_early=False)
         out = self.decoder(h)
-        return (out, feats) if taps is not None else out
+        if taps is None:
+            return out
+        if reencode:
+            return out, feats, self.encode(out[:reencode], taps)
+        return out, feats
 
 
 def _up(cin: int, cout: int, antialias: bool) -> list[nn.Module]:

@@ -26,11 +26,12 @@ def friendly_errors():
     """Turn cutlib's expected failures (bad parameter, missing data, bad checkpoint, NaN) into a short
     error instead of a long traceback from deep inside the library."""
     from .generate import ZipValidationError
+    from .launch import LaunchError
     from .train import NonFiniteLossError
 
     try:
         yield
-    except (ConfigError, DataError, CheckpointError, NonFiniteLossError, ZipValidationError,
+    except (ConfigError, DataError, CheckpointError, NonFiniteLossError, ZipValidationError, LaunchError,
             FileNotFoundError) as e:
         raise NotebookError(f"{type(e).__name__}: {e}") from None
 

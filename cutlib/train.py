@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -69,6 +71,7 @@ class CUTModel:
     def __init__(self, cfg: TrainConfig, device: torch.device | str = "cpu"):
         self.cfg, self.device = cfg, torch.device(device)
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        self.rank, self.world = dist_rank_world()
         torch.manual_seed(cfg.seed)
         self.G, self.D, self.F = (m.to(self.device) for m in build_nets(cfg))
         self.memory_format = (torch.channels_last if cfg.channels_last and self.device.type == "cuda"
@@ -76,6 +79,14 @@ class CUTModel:
         for m in (self.G, self.D):
             m.to(memory_format=self.memory_format)
         self.ema = EMA(self.G)
+        # The modules that take part in backward; under torchrun they are DDP wrappers of the same nets.
+        self.G_train, self.D_train, self.F_train = self.G, self.D, self.F
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.G_train, self.D_train, self.F_train = (DDP(m, device_ids=ids) for m in (self.G, self.D, self.F))
+            torch.manual_seed(cfg.seed + 7919 * self.rank)  # own DiffAugment draws per rank
         fused = self.device.type == "cuda"
         adam = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused) if fused else \
             dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
@@ -98,22 +109,23 @@ class CUTModel:
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
-    def _guarded_step(self, loss, opts, params, clip, scaler, which: str) -> None:
-        """Backward, unscale, clip, and step unless the gradient is non-finite (then count a skip)."""
+    def _backward(self, loss, scaler) -> None:
         scaler.scale(loss).backward()
+
+    def _step(self, opts, params, clip, scaler, which: str) -> None:
+        """Unscale, clip, and step unless the gradient is non-finite (then count a skip). Under DDP the
+        gradients are already averaged, so every rank takes the same decision."""
         for opt in opts:
             scaler.unscale_(opt)
         norm = clip_grad_norm_(params, clip if clip > 0 else math.inf)
+        finite = bool(torch.isfinite(norm))
         if scaler.is_enabled():  # GradScaler skips by itself on inf/NaN and lowers the scale
             for opt in opts:
                 scaler.step(opt)
             scaler.update()
-            finite = bool(torch.isfinite(norm))
-        else:
-            finite = bool(torch.isfinite(norm))
-            if finite:
-                for opt in opts:
-                    opt.step()
+        elif finite:
+            for opt in opts:
+                opt.step()
         if not finite:
             self.skipped[which] += 1
 
@@ -124,75 +136,80 @@ class CUTModel:
                 group["lr"] = lr
         return lr
 
-    def nce_loss(self, query_feats, key_feats) -> torch.Tensor:
-        """Mean PatchNCE over taps. Keys need no autograd: they are the source image's encoder taps
-        (detached) through the MLP, and PatchNCE detaches them anyway."""
-        ids = PatchSampleMLP.sample_ids(key_feats, self.cfg.num_patches)
+    def patch_nce(self, q_feats, k_feats, halves: int) -> torch.Tensor:
+        """PatchNCE averaged over taps, for each of `halves` equal batch parts (photo->fake and, with NCE
+        identity, monet->G(monet)), then over the parts. Keys are the source's encoder taps through the
+        MLP without autograd (PatchNCE detaches them anyway); queries go through the (DDP) MLP once."""
+        ids = PatchSampleMLP.sample_ids(k_feats, self.cfg.num_patches, self.step_rng)
         with torch.no_grad():
-            keys = self.F([k.detach() for k in key_feats], ids)
-        queries = self.F(query_feats, ids)
-        per_tap = [losses.patch_nce(q, k, self.cfg.nce_t) for q, k in zip(queries, keys)]
-        return torch.stack(per_tap).mean()
+            keys = self.F([k.detach() for k in k_feats], ids)
+        queries = self.F_train(q_feats, ids)
+        n = q_feats[0].shape[0] // halves
+        parts = [torch.stack([losses.patch_nce(q[i * n:(i + 1) * n], k[i * n:(i + 1) * n], self.cfg.nce_t)
+                              for q, k in zip(queries, keys)]).mean() for i in range(halves)]
+        return torch.stack(parts).mean()
 
     def train_step(self, photo: torch.Tensor, monet: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, step = self.cfg, self.step
         photo, monet = self._prep(photo), self._prep(monet)
         b = photo.shape[0]
+        # Patch locations and the flip come from the step number, not the global RNG: the same on every
+        # DDP rank, and a 2-process run matches a single process with the same global batch.
+        self.step_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         w_idt = losses.identity_weight(step, cfg.lambda_identity, cfg.identity_warmup)
         with_monet = cfg.nce_idt or w_idt > 0
         real = torch.cat([photo, monet]) if with_monet else photo
-        flipped = cfg.flip_equivariance and bool(torch.rand(()) < 0.5)
+        flipped = cfg.flip_equivariance and bool(torch.rand((), generator=self.step_rng) < 0.5)
         if flipped:
             real = real.flip(3)
         taps = cfg.nce_layers
+        n_q = 2 * b if cfg.nce_idt else b
 
-        # One generator pass serves the D step, the adversarial term and the PatchNCE keys.
+        # One generator call gives the fakes, the source taps (PatchNCE keys, never recomputed) and the
+        # fakes' taps (queries); its graph serves the adversarial, NCE and identity terms.
         with self.autocast():
-            out, src_feats = self.G(real, taps=taps)
-        out_raw = out
+            out, src_feats, q_feats = self.G_train(real, taps=taps, reencode=n_q)
         if flipped:  # FastCUT: keys from the unflipped source, queries flipped back (as official CUT)
             out = out.flip(3)
+            q_feats = [f.flip(3) for f in q_feats]
             with torch.no_grad(), self.autocast():
                 src_feats = self.G.encode(real.flip(3), taps)
         fake, idt = out[:b], out[b:]
 
-        # --- D step ---
+        # --- D step: real and fake in one call (instance norm keeps samples independent) ---
         self.D.requires_grad_(True)
         aug = lambda x: diff_augment(x, cfg.diffaug)  # noqa: E731
+        self.opt_D.zero_grad(set_to_none=True)
         with self.autocast():
-            d_loss = losses.d_loss(cfg.gan_loss, self.D(aug(monet)), self.D(aug(fake.detach())))
+            logits = self.D_train(aug(torch.cat([monet, fake.detach()])))
+            d_loss = losses.d_loss(cfg.gan_loss, logits[:b], logits[b:])
+        self._backward(d_loss, self.scaler_D)
         r1 = torch.zeros((), device=self.device)
-        if cfg.r1_weight > 0 and step % cfg.r1_every == 0:
+        if cfg.r1_weight > 0 and step % cfg.r1_every == 0:  # lazy R1: its own forward/backward, scaled
             real_in = aug(monet).detach().requires_grad_(True)
             with self.autocast():
-                real_logits = self.D(real_in)
+                real_logits = self.D_train(real_in)
             r1 = losses.r1_penalty(real_logits, real_in)
-            d_loss_total = d_loss + 0.5 * cfg.r1_weight * cfg.r1_every * r1  # lazy: scaled by its interval
-        else:
-            d_loss_total = d_loss
-        self.opt_D.zero_grad(set_to_none=True)
-        self._guarded_step(d_loss_total, [self.opt_D], self.D.parameters(), cfg.grad_clip_d, self.scaler_D, "d")
+            self._backward(0.5 * cfg.r1_weight * cfg.r1_every * r1, self.scaler_D)
+        self._step([self.opt_D], self.D.parameters(), cfg.grad_clip_d, self.scaler_D, "d")
 
-        # --- G + MLP step (D frozen: no weight gradients for it) ---
+        # --- G + MLP step (D frozen and unwrapped: no weight gradients for it) ---
         self.D.requires_grad_(False)
         with self.autocast():
             g_adv = losses.g_adv_loss(cfg.gan_loss, self.D(aug(fake)))
-            n_q = 2 * b if cfg.nce_idt else b
-            q_feats = self.G.encode(out_raw[:n_q], taps)
-            if flipped:
-                q_feats = [f.flip(3) for f in q_feats]
-            nce = self.nce_loss([f[:b] for f in q_feats], [f[:b] for f in src_feats])
-            if cfg.nce_idt:
-                nce = 0.5 * (nce + self.nce_loss([f[b:] for f in q_feats], [f[b:2 * b] for f in src_feats]))
+            nce = self.patch_nce(q_feats, [f[:n_q] for f in src_feats], 2 if cfg.nce_idt else 1)
             identity = losses.identity_l1(idt, monet) if w_idt > 0 else torch.zeros((), device=self.device)
             g_loss = cfg.lambda_gan * g_adv + cfg.lambda_nce * nce + w_idt * identity
         self.opt_G.zero_grad(set_to_none=True)
         self.opt_F.zero_grad(set_to_none=True)
+        self._backward(g_loss, self.scaler_G)
         params = list(self.G.parameters()) + list(self.F.parameters())
-        self._guarded_step(g_loss, [self.opt_G, self.opt_F], params, cfg.grad_clip_g, self.scaler_G, "g")
+        self._step([self.opt_G, self.opt_F], params, cfg.grad_clip_g, self.scaler_G, "g")
 
         self.step += 1
-        self.ema.update(self.G, ema_beta(self.step * b, b, cfg.ema_halflife_kimg, cfg.ema_rampup, cfg.ema_decay))
+        if self.rank == 0:  # only rank 0 evaluates and saves, so only it needs the average
+            self.ema.update(self.G, ema_beta(self.step * b * self.world, b * self.world, cfg.ema_halflife_kimg,
+                                             cfg.ema_rampup, cfg.ema_decay))
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "g_adv": g_adv.detach(),
                 "nce": nce.detach(), "identity": identity.detach(), "r1": r1.detach()}
 
@@ -228,6 +245,9 @@ class CUTModel:
         self.skipped = dict(ckpt.get("skipped", self.skipped))
         self.best = dict(ckpt.get("best", self.best))
         rng = ckpt.get("rng", {})
+        if self.world > 1:  # one saved RNG state would give every rank the same augmentations
+            torch.manual_seed(self.cfg.seed + 7919 * self.rank + 104729 * self.step)
+            rng = {}
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
         if "numpy" in rng:
@@ -239,6 +259,12 @@ class CUTModel:
 
 
 # ---------------------------------------------------------------------------------------------- loop
+
+def dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
 
 def prepare_data(cfg: TrainConfig):
     """Make the demo data if asked for, then scan both folders (bad files skipped with a warning)."""
@@ -305,37 +331,73 @@ def first_nonfinite(pending: list[tuple[int, dict]]) -> tuple[int, str] | None:
     return None
 
 
+def _all_ranks_any(flag: bool, device: torch.device, world: int) -> bool:
+    """True on every rank if it is True on any rank (so all ranks stop together)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _rank_mean(x: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        torch.distributed.all_reduce(x)
+        x = x / world
+    return x
+
+
 def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int | None = None) -> dict:
     """Train per `cfg`; returns a summary dict. Writes <out_dir>/{config.yaml, metrics.jsonl, ckpt/, samples/}.
 
-    until_step: pause after that step (checkpoint written); resume=True continues the same schedule."""
+    until_step: pause after that step (checkpoint written); resume=True continues the same schedule.
+    Under torchrun (an initialised process group) every rank trains on its own shard of both domains;
+    rank 0 alone logs, samples, evaluates and checkpoints."""
     t_start = time.time()
+    rank, world = dist_rank_world()
     device = resolve_device(cfg)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
     resolve_amp(cfg.amp, device)  # every parameter error before any work
-    photos, monets, n_skipped = prepare_data(cfg)
+    if rank == 0:
+        photos, monets, n_skipped = prepare_data(cfg)
+    if world > 1:
+        torch.distributed.barrier()  # rank 0 made the demo data, if any
+        if rank:
+            with warnings.catch_warnings():  # rank 0 already warned about each skipped file
+                warnings.simplefilter("ignore")
+                photos, monets, n_skipped = prepare_data(cfg)
     out = Path(cfg.out_dir)
     ckpt_dir = out / "ckpt"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    (out / "samples").mkdir(exist_ok=True)
-    for stale in ckpt_dir.glob(".*.tmp"):  # a write a killed run never finished
-        stale.unlink(missing_ok=True)
+    latest = ckpt_dir / "latest.pt"
+    if rank == 0:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (out / "samples").mkdir(exist_ok=True)
+        for stale in ckpt_dir.glob(".*.tmp"):  # a write a killed run never finished
+            stale.unlink(missing_ok=True)
 
     model = CUTModel(cfg, device)
-    latest = ckpt_dir / "latest.pt"
     if cfg.resume and latest.exists():
         ckpt = load_checkpoint(latest, map_location=device)
         check_resumable(ckpt["config"], cfg, latest)
         model.load_state_dict(ckpt, latest)
         del ckpt
-        drop_metrics_after(out / "metrics.jsonl", model.step)
-    elif (out / "metrics.jsonl").exists():
+        if rank == 0:
+            drop_metrics_after(out / "metrics.jsonl", model.step)
+    elif rank == 0 and (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()  # a fresh run in an old folder starts a fresh log
-    cfg.save(out / "config.yaml")
+    if rank == 0:
+        cfg.save(out / "config.yaml")
     start = model.step
     b = cfg.batch_size
-    dataset = UnpairedDataset(photos, monets, cfg.image_size, cfg.load_size, cfg.flip, cfg.seed, cfg.steps * b)
+    # Global sample k = (step * world + rank) * batch + i: each rank its own shard of the same stream,
+    # and one process with world * batch images per step sees exactly the same samples.
+    indices = [(s * world + rank) * b + i for s in range(start, cfg.steps) for i in range(b)]
+    dataset = UnpairedDataset(photos, monets, cfg.image_size, cfg.load_size, cfg.flip, cfg.seed,
+                              cfg.steps * b * world)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=b, sampler=range(start * b, cfg.steps * b), num_workers=cfg.num_workers,
+        dataset, batch_size=b, sampler=indices, num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda", drop_last=True,
         generator=torch.Generator().manual_seed(cfg.seed))  # its own: iterators must not draw from the global RNG
     sample_photos = torch.stack([eval_image(p, cfg.image_size) for p in photos[:4]])
@@ -347,19 +409,27 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
         prune_numbered(ckpt_dir, cfg.keep_ckpts)
         return time.time() - t0
 
-    evaluator = Evaluator(cfg, photos, device) if cfg.eval_every else None
-
     def write_samples():
         fakes = model.translate(sample_photos)
         save_pairs_grid(sample_photos, fakes, out / "samples" / f"step_{model.step:07d}.png")
 
+    def check_finite(pending):
+        bad = first_nonfinite(pending)
+        if _all_ranks_any(bad is not None, device, world):
+            where = f"loss '{bad[1]}' became non-finite at step {bad[0]}" if bad else \
+                "a loss became non-finite on another rank"
+            raise NonFiniteLossError(f"{where}{f' (rank {rank})' if world > 1 else ''}; training stopped. The "
+                                     f"last good checkpoint ({latest}) was left as it was. Try a lower lr, "
+                                     f"amp='off', or grad clipping.")
+
+    evaluator = Evaluator(cfg, photos, device) if cfg.eval_every and rank == 0 else None
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc="train", dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=start, disable=not progress or rank > 0, desc="train", dynamic_ncols=True)
     pending: list[tuple[int, dict]] = []
     t_log, steps_since_log, stop_reason = time.time(), 0, "steps"
     step_time_max, ckpt_seconds, t_prev = 0.0, 0.0, time.time()
-    metrics_file = open(out / "metrics.jsonl", "a")
+    metrics_file = open(out / "metrics.jsonl", "a") if rank == 0 else None
     try:
         for photo, monet in loader:
             model.set_lr(lr_factor(model.step, cfg.steps, cfg.lr_decay_start))
@@ -372,59 +442,59 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
             is_last = model.step >= (until_step or cfg.steps)
             due_ckpt = model.step % cfg.ckpt_every == 0 or is_last
             if model.step % cfg.log_every == 0 or due_ckpt or is_last:
-                bad = first_nonfinite(pending)
-                if bad:
-                    raise NonFiniteLossError(
-                        f"loss '{bad[1]}' became non-finite at step {bad[0]}; training stopped. The last good "
-                        f"checkpoint ({latest}) was left as it was. Try a lower lr, amp='off', or grad clipping.")
-                rec = {"step": model.step, "time": round(now - t_start, 3),
-                       "lr": model.opt_G.param_groups[0]["lr"],
-                       "images_per_s": round(steps_since_log * b / max(now - t_log, 1e-9), 3),
-                       **{k: float(torch.stack([v[k] for _, v in pending]).float().mean()) for k in LOSS_KEYS},
-                       "skipped_d": model.skipped["d"], "skipped_g": model.skipped["g"]}
-                metrics_file.write(json.dumps(rec) + "\n")
-                metrics_file.flush()
+                check_finite(pending)  # losses are read back only here: no host sync inside the step
+                means = _rank_mean(torch.stack([torch.stack([v[k] for _, v in pending]).float().mean()
+                                                for k in LOSS_KEYS]), world).tolist()
+                rec = {"step": model.step, "time": round(now - t_start, 3), "lr": model.opt_G.param_groups[0]["lr"],
+                       "images_per_s": round(steps_since_log * b * world / max(now - t_log, 1e-9), 3),
+                       **dict(zip(LOSS_KEYS, means)), "skipped_d": model.skipped["d"], "skipped_g": model.skipped["g"]}
+                if metrics_file:
+                    metrics_file.write(json.dumps(rec) + "\n")
+                    metrics_file.flush()
+                    if on_log:
+                        on_log(rec)
                 bar.set_postfix(d=f"{rec['d_loss']:.3f}", g=f"{rec['g_loss']:.3f}", nce=f"{rec['nce']:.3f}",
                                 ips=f"{rec['images_per_s']:.2f}")
-                if on_log:
-                    on_log(rec)
                 pending, steps_since_log, t_log = [], 0, time.time()
-            if cfg.sample_every and model.step % cfg.sample_every == 0:
-                write_samples()
-            if evaluator and (model.step % cfg.eval_every == 0 or is_last):
-                rec = {"step": model.step, "eval": True, **evaluator(model)}
-                metrics_file.write(json.dumps(rec) + "\n")
-                metrics_file.flush()
-                if on_log:
-                    on_log(rec)
-                if rec["mifid"] < model.best["mifid"]:
-                    model.best = {"mifid": rec["mifid"], "step": model.step}
-                    save_checkpoint(model.state_dict(), ckpt_dir / "best.pt")
-            if due_ckpt:
-                ckpt_seconds = checkpoint()
+            if rank == 0:
+                if cfg.sample_every and model.step % cfg.sample_every == 0:
+                    write_samples()
+                if evaluator and (model.step % cfg.eval_every == 0 or is_last):
+                    rec = {"step": model.step, "eval": True, **evaluator(model)}
+                    metrics_file.write(json.dumps(rec) + "\n")
+                    metrics_file.flush()
+                    if on_log:
+                        on_log(rec)
+                    if rec["mifid"] < model.best["mifid"]:
+                        model.best = {"mifid": rec["mifid"], "step": model.step}
+                        save_checkpoint(model.state_dict(), ckpt_dir / "best.pt")
+                if due_ckpt:
+                    ckpt_seconds = checkpoint()
             if is_last:
                 break
             if cfg.time_budget_hours:
                 # Stop while one more (worst-case) step plus a checkpoint still fits in the budget.
                 left = cfg.time_budget_hours * 3600 - (time.time() - t_start)
-                if left < 2 * step_time_max + 2 * ckpt_seconds + 1.0:
+                if _all_ranks_any(left < 2 * step_time_max + 2 * ckpt_seconds + 1.0, device, world):
                     stop_reason = "time_budget"
                     break
     finally:
         bar.close()
-        metrics_file.close()
-    if stop_reason == "time_budget" and not (ckpt_dir / f"step_{model.step:07d}.pt").exists():
-        bad = first_nonfinite(pending)
-        if bad:
-            raise NonFiniteLossError(f"loss '{bad[1]}' became non-finite at step {bad[0]}; training stopped.")
-        checkpoint()
-    if cfg.sample_every:
+        if metrics_file:
+            metrics_file.close()
+    if stop_reason == "time_budget":
+        check_finite(pending)
+        if rank == 0 and not (ckpt_dir / f"step_{model.step:07d}.pt").exists():
+            checkpoint()
+    if rank == 0 and cfg.sample_every:
         write_samples()
+    if world > 1:
+        torch.distributed.barrier()  # nobody leaves before rank 0 has written its checkpoint
     if stop_reason == "steps" and model.step < cfg.steps:
         stop_reason = "until_step"
     return {"out_dir": str(out), "start_step": start, "step": model.step, "stop_reason": stop_reason,
             "seconds": round(time.time() - t_start, 2), "skipped_images": n_skipped,
-            "skipped_steps": dict(model.skipped), "device": str(device),
+            "skipped_steps": dict(model.skipped), "device": str(device), "world_size": world,
             "amp": str(model.amp_dtype).replace("torch.", "") if model.amp_dtype else "off"}
 
 
@@ -448,12 +518,12 @@ def parse_cli(argv: list[str]) -> TrainConfig:
             d.update({k: v for k, v in load_yaml(argv[i + 1]).items() if k not in generate_only})
             i += 2
         elif a.startswith("--"):
-            key, _, val = a[2:].partition("=")
-            if not val:
+            key, eq, val = a[2:].partition("=")
+            if not eq:
                 if i + 1 >= len(argv):
                     raise ConfigError(f"--{key} needs a value")
                 val, i = argv[i + 1], i + 1
-            d[key] = yaml.safe_load(val)
+            d[key] = yaml.safe_load(val) if val.strip() else ""  # --diffaug '' means the empty string
             i += 1
         else:
             raise ConfigError(f"unexpected argument {a!r}; use -f FILE.yaml and --field value")
@@ -461,13 +531,23 @@ def parse_cli(argv: list[str]) -> TrainConfig:
 
 
 def main(argv=None) -> int:
+    """Also the torchrun entry point: `torchrun --nproc_per_node N -m cutlib.train -f params/x.yaml`."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     try:
         cfg = parse_cli(sys.argv[1:] if argv is None else argv)
+        if distributed and not torch.distributed.is_initialized():
+            backend = "nccl" if resolve_device(cfg).type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend)
+        rank = dist_rank_world()[0]
         summary = train(cfg)
     except (ConfigError, ValueError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(summary))
+    finally:
+        if distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if rank == 0:
+        print(json.dumps(summary))
     return 0
 
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from cutlib.config import TrainConfig
-from cutlib.nbbuild import GENERATE_PARAMS, NOTEBOOK_DIR, NOTEBOOKS, render
+from cutlib.nbbuild import GENERATE_PARAMS, NOTEBOOK_DIR, NOTEBOOKS, TRAIN_LAUNCH_PARAMS, render
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,9 +32,13 @@ def test_stored_notebooks_are_current_and_without_outputs(name):
 def test_parameters_mirror_config_fields_with_help():
     defaults = TrainConfig().to_dict()
     train = params_of("02_train.ipynb")
-    assert set(train) == {f.name for f in dataclasses.fields(TrainConfig)}
+    launch = {p[0] for p in TRAIN_LAUNCH_PARAMS}
+    assert set(train) == {f.name for f in dataclasses.fields(TrainConfig)} | launch
+    assert not launch & set(defaults)
     for nb in ("01_sanity.ipynb", "02_train.ipynb"):
         for name, p in params_of(nb).items():
+            if name in launch:
+                continue
             assert name in defaults, (nb, name)
             assert eval(p["default"]) == (list(defaults[name]) if isinstance(defaults[name], tuple)
                                           else defaults[name]), (nb, name)
