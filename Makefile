@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 OUT ?= runs/demo
 DATA ?= demo
 
-.PHONY: install demo real test bench clean
+.PHONY: install demo test bench kaggle clean
 
 install: $(VENV)/.installed
 
@@ -21,8 +21,11 @@ demo: install
 test: install
 	$(PY) -m pytest -q tests
 
+kaggle: install
+	$(PY) -m kaggle_submit build --mode $(or $(MODE),train-and-submit) $(if $(CKPT),--checkpoint $(CKPT)) --out build/kaggle
+
 bench: install
 	$(PY) bench/train_step.py --quick
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs build .pytest_cache
