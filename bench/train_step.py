@@ -44,7 +44,7 @@ def timed(fn, device, warmup: int, reps: int) -> list[float]:
     return times
 
 
-def reference_conv(device, dtype, channels=256, hw=64, batch=1, reps=5) -> dict:
+def reference_conv(device, dtype, channels=256, hw=64, batch=1, reps=10) -> dict:
     """FLOP/s of forward+backward of the ResNet block conv, the op that is ~90% of the generator."""
     conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device)
     x = torch.randn(batch, channels, hw, hw, device=device, requires_grad=True)

@@ -179,7 +179,9 @@ class PatchSampleMLP(nn.Module):
         """Returns per tap a (B, P, dim) tensor of unit vectors."""
         out = []
         for f, idx, mlp in zip(feats, ids, self.mlps):
-            x = f.flatten(2).transpose(1, 2)[:, idx, :]  # (B, P, C): same locations for every image
+            # gather along the contiguous (B, C, H*W) layout: its backward writes into a plain
+            # (B, C, H*W) zero tensor instead of a transposed copy of the whole activation
+            x = f.flatten(2).index_select(2, idx).transpose(1, 2)  # (B, P, C): same locations for every image
             x = mlp(x)
             out.append(x / (x.norm(dim=-1, keepdim=True) + self.eps))
         return out
