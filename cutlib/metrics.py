@@ -149,7 +149,7 @@ def memorization_distance(gen_feats: np.ndarray, real_feats: np.ndarray) -> floa
         raise ValueError("memorization distance: no non-zero feature rows left")
     g = g / np.linalg.norm(g, axis=1, keepdims=True)
     r = r / np.linalg.norm(r, axis=1, keepdims=True)
-    d = 1.0 - np.abs(g @ r.T)
+    d = np.clip(1.0 - np.abs(g @ r.T), 0.0, 1.0)  # rounding can give -1e-16 for identical rows
     return float(d.min(axis=1).mean())
 
 

@@ -172,7 +172,8 @@ class PatchSampleMLP(nn.Module):
         ids = []
         for f in feats:
             hw = f.shape[2] * f.shape[3]
-            ids.append(torch.randperm(hw, generator=generator, device="cpu")[:min(num_patches, hw)].to(f.device))
+            device = generator.device if generator is not None else f.device
+            ids.append(torch.randperm(hw, generator=generator, device=device)[:min(num_patches, hw)].to(f.device))
         return ids
 
     def forward(self, feats: list[torch.Tensor], ids: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -93,11 +93,14 @@ class CUTModel:
         self.opt_G = torch.optim.Adam(self.G.parameters(), **adam)
         self.opt_D = torch.optim.Adam(self.D.parameters(), **adam)
         self.opt_F = torch.optim.Adam(self.F.parameters(), **adam)
-        # Loss scaling only for fp16; disabled scalers pass everything through unchanged.
-        use_scaler = self.amp_dtype == torch.float16
-        self.scaler_G = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
-        self.scaler_D = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
-        self.skipped = {"d": 0, "g": 0}  # optimizer steps skipped for a non-finite gradient
+        # GradScalers do the non-finite-gradient skip for every AMP mode: unscale_ finds inf/NaN on the
+        # device and the optimizer step is skipped there (fused Adam takes the flag), with no host sync.
+        # Only fp16 needs real loss scaling; otherwise the scale is pinned at 1.0 (an exact no-op).
+        self.loss_scaling = self.amp_dtype == torch.float16
+        init_scale = 2.0 ** 16 if self.loss_scaling else 1.0
+        self.scaler_G = torch.amp.GradScaler(self.device.type, init_scale=init_scale)
+        self.scaler_D = torch.amp.GradScaler(self.device.type, init_scale=init_scale)
+        self._skips = torch.zeros(2, dtype=torch.int64, device=self.device)  # [d, g]; read at log time
         self.best = {"mifid": math.inf, "step": -1}  # best in-training evaluation so far (ckpt/best.pt)
         self.step = 0
 
@@ -118,16 +121,23 @@ class CUTModel:
         for opt in opts:
             scaler.unscale_(opt)
         norm = clip_grad_norm_(params, clip if clip > 0 else math.inf)
-        finite = bool(torch.isfinite(norm))
-        if scaler.is_enabled():  # GradScaler skips by itself on inf/NaN and lowers the scale
-            for opt in opts:
-                scaler.step(opt)
+        self._skips[0 if which == "d" else 1] += (~torch.isfinite(norm)).long()
+        for opt in opts:
+            scaler.step(opt)  # skipped when unscale_ found inf/NaN
+        if self.loss_scaling:
             scaler.update()
-        elif finite:
-            for opt in opts:
-                opt.step()
-        if not finite:
-            self.skipped[which] += 1
+        else:
+            scaler.update(1.0)
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Optimizer steps skipped for a non-finite gradient (reading it waits for the device)."""
+        d, g = self._skips.tolist()
+        return {"d": d, "g": g}
+
+    @skipped.setter
+    def skipped(self, value: dict) -> None:
+        self._skips.copy_(torch.tensor([value["d"], value["g"]]))
 
     def set_lr(self, factor: float) -> float:
         lr = self.cfg.lr * factor
@@ -140,7 +150,7 @@ class CUTModel:
         """PatchNCE averaged over taps, for each of `halves` equal batch parts (photo->fake and, with NCE
         identity, monet->G(monet)), then over the parts. Keys are the source's encoder taps through the
         MLP without autograd (PatchNCE detaches them anyway); queries go through the (DDP) MLP once."""
-        ids = PatchSampleMLP.sample_ids(k_feats, self.cfg.num_patches, self.step_rng)
+        ids = PatchSampleMLP.sample_ids(k_feats, self.cfg.num_patches, self.device_rng)
         with torch.no_grad():
             keys = self.F([k.detach() for k in k_feats], ids)
         queries = self.F_train(q_feats, ids)
@@ -156,6 +166,8 @@ class CUTModel:
         # Patch locations and the flip come from the step number, not the global RNG: the same on every
         # DDP rank, and a 2-process run matches a single process with the same global batch.
         self.step_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        self.device_rng = (torch.Generator(self.device).manual_seed(cfg.seed * 1_000_003 + step)
+                           if self.device.type == "cuda" else self.step_rng)  # ids drawn where they are used
         w_idt = losses.identity_weight(step, cfg.lambda_identity, cfg.identity_warmup)
         with_monet = cfg.nce_idt or w_idt > 0
         real = torch.cat([photo, monet]) if with_monet else photo
@@ -360,6 +372,8 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
     resolve_amp(cfg.amp, device)  # every parameter error before any work
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
     if rank == 0:
         photos, monets, n_skipped = prepare_data(cfg)
     if world > 1:
@@ -447,7 +461,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
                                                 for k in LOSS_KEYS]), world).tolist()
                 rec = {"step": model.step, "time": round(now - t_start, 3), "lr": model.opt_G.param_groups[0]["lr"],
                        "images_per_s": round(steps_since_log * b * world / max(now - t_log, 1e-9), 3),
-                       **dict(zip(LOSS_KEYS, means)), "skipped_d": model.skipped["d"], "skipped_g": model.skipped["g"]}
+                       **dict(zip(LOSS_KEYS, means)), **{f"skipped_{k}": v for k, v in model.skipped.items()}}
                 if metrics_file:
                     metrics_file.write(json.dumps(rec) + "\n")
                     metrics_file.flush()
