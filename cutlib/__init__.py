@@ -7,6 +7,10 @@ if "ipykernel" in _sys.modules:
     # 2-core machine (measured: conv 0.27 s vs 0.03 s); passive waiting removes that. Only takes effect
     # when torch is first imported after this line.
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import warnings as _warnings
+
+    # Without ipywidgets, tqdm.auto falls back to a text bar (what papermill logs want); say nothing.
+    _warnings.filterwarnings("ignore", message="IProgress not found")
 from .config import ConfigError, TrainConfig
 from .data import DataError, make_demo_data
 from .checkpoint import CheckpointError

@@ -1,6 +1,7 @@
 """Pre-flight checks for 01_sanity: environment, data, networks, one real training step, ETA."""
 from __future__ import annotations
 
+import os
 import platform
 import time
 import traceback
@@ -39,6 +40,9 @@ class Report:
             if device.type == "cuda":
                 free, total = torch.cuda.mem_get_info(device)
                 parts += [torch.cuda.get_device_name(device), f"free {free / 2**30:.1f}/{total / 2**30:.1f} GiB"]
+            elif hasattr(os, "sysconf") and "SC_AVPHYS_PAGES" in os.sysconf_names:
+                free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+                parts.append(f"RAM free {free / 2**30:.1f} GiB")
             self.facts["device"] = device
             return ", ".join(parts)
 

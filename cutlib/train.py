@@ -87,9 +87,7 @@ class CUTModel:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.G_train, self.D_train, self.F_train = (DDP(m, device_ids=ids) for m in (self.G, self.D, self.F))
             torch.manual_seed(cfg.seed + 7919 * self.rank)  # own DiffAugment draws per rank
-        fused = self.device.type == "cuda"
-        adam = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused) if fused else \
-            dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        adam = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **({"fused": True} if self.device.type == "cuda" else {}))
         self.opt_G = torch.optim.Adam(self.G.parameters(), **adam)
         self.opt_D = torch.optim.Adam(self.D.parameters(), **adam)
         self.opt_F = torch.optim.Adam(self.F.parameters(), **adam)
@@ -111,9 +109,6 @@ class CUTModel:
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-
-    def _backward(self, loss, scaler) -> None:
-        scaler.scale(loss).backward()
 
     def _step(self, opts, params, clip, scaler, which: str) -> None:
         """Unscale, clip, and step unless the gradient is non-finite (then count a skip). Under DDP the
@@ -146,11 +141,11 @@ class CUTModel:
                 group["lr"] = lr
         return lr
 
-    def patch_nce(self, q_feats, k_feats, halves: int) -> torch.Tensor:
+    def patch_nce(self, q_feats, k_feats, halves: int, rng: torch.Generator) -> torch.Tensor:
         """PatchNCE averaged over taps, for each of `halves` equal batch parts (photo->fake and, with NCE
         identity, monet->G(monet)), then over the parts. Keys are the source's encoder taps through the
         MLP without autograd (PatchNCE detaches them anyway); queries go through the (DDP) MLP once."""
-        ids = PatchSampleMLP.sample_ids(k_feats, self.cfg.num_patches, self.device_rng)
+        ids = PatchSampleMLP.sample_ids(k_feats, self.cfg.num_patches, rng)
         with torch.no_grad():
             keys = self.F([k.detach() for k in k_feats], ids)
         queries = self.F_train(q_feats, ids)
@@ -165,13 +160,13 @@ class CUTModel:
         b = photo.shape[0]
         # Patch locations and the flip come from the step number, not the global RNG: the same on every
         # DDP rank, and a 2-process run matches a single process with the same global batch.
-        self.step_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        self.device_rng = (torch.Generator(self.device).manual_seed(cfg.seed * 1_000_003 + step)
-                           if self.device.type == "cuda" else self.step_rng)  # ids drawn where they are used
+        step_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        patch_rng = (torch.Generator(self.device).manual_seed(cfg.seed * 1_000_003 + step)
+                     if self.device.type == "cuda" else step_rng)  # ids drawn where they are used
         w_idt = losses.identity_weight(step, cfg.lambda_identity, cfg.identity_warmup)
         with_monet = cfg.nce_idt or w_idt > 0
         real = torch.cat([photo, monet]) if with_monet else photo
-        flipped = cfg.flip_equivariance and bool(torch.rand((), generator=self.step_rng) < 0.5)
+        flipped = cfg.flip_equivariance and bool(torch.rand((), generator=step_rng) < 0.5)
         if flipped:
             real = real.flip(3)
         taps = cfg.nce_layers
@@ -195,26 +190,26 @@ class CUTModel:
         with self.autocast():
             logits = self.D_train(aug(torch.cat([monet, fake.detach()])))
             d_loss = losses.d_loss(cfg.gan_loss, logits[:b], logits[b:])
-        self._backward(d_loss, self.scaler_D)
+        self.scaler_D.scale(d_loss).backward()
         r1 = torch.zeros((), device=self.device)
         if cfg.r1_weight > 0 and step % cfg.r1_every == 0:  # lazy R1: its own forward/backward, scaled
             real_in = aug(monet).detach().requires_grad_(True)
             with self.autocast():
                 real_logits = self.D_train(real_in)
             r1 = losses.r1_penalty(real_logits, real_in)
-            self._backward(0.5 * cfg.r1_weight * cfg.r1_every * r1, self.scaler_D)
+            self.scaler_D.scale(0.5 * cfg.r1_weight * cfg.r1_every * r1).backward()
         self._step([self.opt_D], self.D.parameters(), cfg.grad_clip_d, self.scaler_D, "d")
 
         # --- G + MLP step (D frozen and unwrapped: no weight gradients for it) ---
         self.D.requires_grad_(False)
         with self.autocast():
             g_adv = losses.g_adv_loss(cfg.gan_loss, self.D(aug(fake)))
-            nce = self.patch_nce(q_feats, [f[:n_q] for f in src_feats], 2 if cfg.nce_idt else 1)
+            nce = self.patch_nce(q_feats, [f[:n_q] for f in src_feats], 2 if cfg.nce_idt else 1, patch_rng)
             identity = losses.identity_l1(idt, monet) if w_idt > 0 else torch.zeros((), device=self.device)
             g_loss = cfg.lambda_gan * g_adv + cfg.lambda_nce * nce + w_idt * identity
         self.opt_G.zero_grad(set_to_none=True)
         self.opt_F.zero_grad(set_to_none=True)
-        self._backward(g_loss, self.scaler_G)
+        self.scaler_G.scale(g_loss).backward()
         params = list(self.G.parameters()) + list(self.F.parameters())
         self._step([self.opt_G, self.opt_F], params, cfg.grad_clip_g, self.scaler_G, "g")
 
