@@ -98,7 +98,7 @@ class UnpairedDataset(torch.utils.data.Dataset):
         self.domains = (photos, monets)
         self.image_size, self.load_size, self.flip = image_size, load_size, flip
         self.seed, self.length = seed, length
-        self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._perm_cache: dict[int, tuple[int, np.ndarray]] = {}  # domain -> (epoch, permutation)
 
     def __len__(self):
         return self.length
@@ -106,10 +106,10 @@ class UnpairedDataset(torch.utils.data.Dataset):
     def _file(self, domain: int, k: int) -> int:
         n = len(self.domains[domain])
         epoch = k // n
-        key = (domain, epoch)
-        if key not in self._perm_cache:  # each epoch its own shuffle, both domains independently
-            self._perm_cache = {key: np.random.default_rng([self.seed, domain, epoch]).permutation(n)}
-        return int(self._perm_cache[key][k % n])
+        cached = self._perm_cache.get(domain)
+        if cached is None or cached[0] != epoch:  # each epoch its own shuffle, both domains independently
+            cached = self._perm_cache[domain] = (epoch, np.random.default_rng([self.seed, domain, epoch]).permutation(n))
+        return int(cached[1][k % n])
 
     def _load(self, domain: int, k: int) -> torch.Tensor:
         files = self.domains[domain]
