@@ -331,11 +331,14 @@ def drop_metrics_after(path: Path, step: int) -> None:
 
 
 def first_nonfinite(pending: list[tuple[int, dict]]) -> tuple[int, str] | None:
-    for step, vals in pending:
-        for name, v in vals.items():
-            if not torch.isfinite(v):
-                return step, name
-    return None
+    """(step, loss name) of the first non-finite loss since the last check; one device sync in all."""
+    if not pending:
+        return None
+    bad = ~torch.isfinite(torch.stack([torch.stack([v[k].float() for k in LOSS_KEYS]) for _, v in pending]))
+    if not bool(bad.any()):
+        return None
+    i, j = bad.nonzero()[0].tolist()
+    return pending[i][0], LOSS_KEYS[j]
 
 
 def _all_ranks_any(flag: bool, device: torch.device, world: int) -> bool:
