@@ -122,17 +122,15 @@ class TrainConfig:
     # --- folders ---
     @property
     def data_root(self) -> Path:
-        from .data import default_demo_root
-
-        return default_demo_root() if self.data == "demo" else Path(self.data)
+        return data_root(self.data)
 
     @property
     def photo_path(self) -> Path:
-        return Path(self.photo_dir) if self.photo_dir else self.data_root / "photo_jpg"
+        return data_folders(self.data, self.photo_dir, self.monet_dir)[0]
 
     @property
     def monet_path(self) -> Path:
-        return Path(self.monet_dir) if self.monet_dir else self.data_root / "monet_jpg"
+        return data_folders(self.data, self.photo_dir, self.monet_dir)[1]
 
     # --- (de)serialisation ---
     def to_dict(self) -> dict:
@@ -163,11 +161,17 @@ class TrainConfig:
         return TrainConfig.from_dict(d)
 
 
+def data_root(data: str) -> Path:
+    from .data import default_demo_root
+
+    return default_demo_root() if data == "demo" else Path(data)
+
+
 def data_folders(data: str = "demo", photo_dir: str = "", monet_dir: str = "") -> tuple[Path, Path]:
     """(photo folder, Monet folder) for a data root or "demo", with optional explicit folders."""
-    c = TrainConfig.__new__(TrainConfig)  # path logic only: no validation of unrelated fields
-    c.data, c.photo_dir, c.monet_dir = data, photo_dir, monet_dir
-    return c.photo_path, c.monet_path
+    root = data_root(data)
+    return (Path(photo_dir) if photo_dir else root / "photo_jpg",
+            Path(monet_dir) if monet_dir else root / "monet_jpg")
 
 
 def load_yaml(path: str | os.PathLike) -> dict:

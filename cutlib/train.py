@@ -10,7 +10,6 @@ import os
 import random
 import sys
 import time
-import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -372,14 +371,10 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
     resolve_amp(cfg.amp, device)  # every parameter error before any work
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
-    if rank == 0:
-        photos, monets, n_skipped = prepare_data(cfg)
-    if world > 1:
-        torch.distributed.barrier()  # rank 0 made the demo data, if any
-        if rank:
-            with warnings.catch_warnings():  # rank 0 already warned about each skipped file
-                warnings.simplefilter("ignore")
-                photos, monets, n_skipped = prepare_data(cfg)
+    scanned = [prepare_data(cfg) if rank == 0 else None]
+    if world > 1:  # rank 0 alone makes demo data and decodes every file once; the others get its lists
+        torch.distributed.broadcast_object_list(scanned, src=0)
+    photos, monets, n_skipped = scanned[0]
     out = Path(cfg.out_dir)
     ckpt_dir = out / "ckpt"
     latest = ckpt_dir / "latest.pt"

@@ -32,36 +32,30 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_losses(run_dir: str | Path, keys=("d_loss", "g_loss", "g_adv", "nce", "identity", "r1")):
-    """One matplotlib figure with a panel per logged loss; returns the figure."""
+def _panels(recs: list[dict], keys, **plot_kw):
+    """One matplotlib figure, a panel per key, value over step; None when there is nothing to plot."""
     import matplotlib.pyplot as plt
 
-    recs = [r for r in read_metrics(run_dir) if not r.get("eval")]
-    steps = [r["step"] for r in recs]
     keys = [k for k in keys if recs and k in recs[0]]
-    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(3.2 * max(len(keys), 1), 2.6), squeeze=False)
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 2.6), squeeze=False)
     for ax, k in zip(axes[0], keys):
-        ax.plot(steps, [r[k] for r in recs])
+        ax.plot([r["step"] for r in recs], [r[k] for r in recs], **plot_kw)
         ax.set_title(k)
         ax.set_xlabel("step")
     fig.tight_layout()
     return fig
+
+
+def plot_losses(run_dir: str | Path, keys=("d_loss", "g_loss", "g_adv", "nce", "identity", "r1")):
+    """Every logged loss over steps."""
+    return _panels([r for r in read_metrics(run_dir) if not r.get("eval")], keys)
 
 
 def plot_eval(run_dir: str | Path, keys=("mifid", "fid", "kid")):
     """MiFID (and FID, KID) of the in-training evaluations over steps; None when there are none."""
-    import matplotlib.pyplot as plt
-
-    recs = [r for r in read_metrics(run_dir) if r.get("eval")]
-    if not recs:
-        return None
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 2.6), squeeze=False)
-    for ax, k in zip(axes[0], keys):
-        ax.plot([r["step"] for r in recs], [r[k] for r in recs], marker="o")
-        ax.set_title(k)
-        ax.set_xlabel("step")
-    fig.tight_layout()
-    return fig
+    return _panels([r for r in read_metrics(run_dir) if r.get("eval")], keys, marker="o")
 
 
 def preview_run(cfg, n: int = 6, checkpoint: str = "latest"):
