@@ -1,6 +1,9 @@
 """Fixed-budget quality: train from scratch, translate a fixed named photo set with the EMA generator,
 and score offline FID / KID / MiFID / memorization against the Monet paintings, next to two baselines
 on the same photos in the same run (the photos untouched, and Lab colour transfer). One JSON line.
+When --size is below 256 it also scores `identity_at_size`: the photos sent through the same
+downscale -> generator -> bicubic upscale path with an identity generator, i.e. what the resolution
+alone costs a model that would change nothing.
 
     python bench/quality.py --data ../shared/data/gan-getting-started --budget 600 --size 128 --photos 1000
     python bench/quality.py --data ... --budget 30m --size 128 --photos 1000 --set antialias=false --set ngf=32
@@ -30,7 +33,7 @@ from cutlib.config import TrainConfig  # noqa: E402
 from cutlib.data import list_images, load_rgb, make_demo_data  # noqa: E402
 from cutlib.generate import load_generator, translate_files  # noqa: E402
 from cutlib.metrics import InceptionFeatures, default_cache_dir, features_of, scores  # noqa: E402
-from cutlib.train import CUTModel, train  # noqa: E402
+from cutlib.train import CUTModel, resolve_amp, train  # noqa: E402
 
 FID_FLOOR_OFFLINE = 60.3  # two disjoint real photo sets of 300 and 6,738 (DESIGN.md section 7)
 
@@ -103,7 +106,7 @@ def main(argv=None):
     real = features_of(Path(data) / "monet_jpg", extractor, cache)
 
     G, info = load_generator(Path(out) / "ckpt" / "latest.pt", "ema", device)
-    amp = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if device == "cuda" else None
+    amp = resolve_amp(cfg.amp, torch.device(device))  # generate in the dtype the model trained in
     t1 = time.time()
     gen = extractor((img for _, img in translate_files(G, [(p, "") for p in photos], a.size, 256, 8, device, amp)),
                     total=len(photos))
@@ -117,12 +120,18 @@ def main(argv=None):
                          for p in photos)
 
     color = cached_features("color_transfer:" + names_key, transferred, cache)
+    resized = None
+    if a.size != 256:
+        resized = cached_features(f"identity_at_size:{a.size}:" + names_key, lambda: extractor(
+            img for _, img in translate_files(torch.nn.Identity(), [(p, "") for p in photos], a.size, 256, 8)),
+            cache)
     model_s, identity_s = summarize(scores(gen, real)), summarize(scores(identity, real))
     result = {
         "bench": "quality", "data": str(data), "photos": len(photos), "size": a.size,
         "budget": a.budget, "steps": summary["step"], "train_seconds": round(train_seconds, 1),
         "eval_seconds": round(eval_seconds, 1), "device": device, "overrides": overrides,
         "model": model_s, "identity": identity_s, "color_transfer": summarize(scores(color, real)),
+        **({"identity_at_size": summarize(scores(resized, real))} if resized is not None else {}),
         # share of the identity -> offline-floor FID gap this model closed (negative: worse than photos)
         "gap_closed": round((identity_s["fid"] - model_s["fid"]) / (identity_s["fid"] - FID_FLOOR_OFFLINE), 3),
         "run_dir": str(out), "generator": info,

@@ -18,6 +18,9 @@ TAP_LAYERS = tuple(TAP_NAMES)
 
 
 def _norm(ch: int) -> nn.Module:
+    # Activations after a norm are never in-place: InstanceNorm returns a view of batch_norm's output,
+    # and an in-place op on a view makes autograd add a full copy and zero-fill (CopySlices) per layer,
+    # ~7% of a CPU training step.
     return nn.InstanceNorm2d(ch, affine=False, track_running_stats=False)
 
 
@@ -42,25 +45,23 @@ class BlurDownsample(nn.Module):
 
 
 class BlurUpsample(nn.Module):
-    """Anti-aliased 2x upsampling: replicate pad, transposed conv with the [1,3,3,1] binomial filter."""
+    """Anti-aliased 2x upsampling of official CUT: replicate pad, transposed conv with the [1,3,3,1]
+    binomial filter. That filter at stride 2 is exactly bilinear interpolation (half-pixel centres,
+    edges clamped), which runs 1.5-3x faster than the depthwise transposed conv on CPU (fp32 and bf16)."""
 
     def __init__(self, channels: int):
         super().__init__()
-        # x4 keeps the mean: each output pixel receives a quarter of the filter mass
-        self.register_buffer("kernel", 4 * _binomial_kernel([1, 3, 3, 1])[None, None].repeat(channels, 1, 1, 1),
-                             persistent=False)
+        self.channels = channels
 
     def forward(self, x):
-        y = F.conv_transpose2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.kernel.to(x.dtype), stride=2,
-                               padding=2, groups=x.shape[1])
-        return y[:, :, 1:-1, 1:-1]
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
 
 class ResBlock(nn.Module):
     def __init__(self, ch: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), _norm(ch), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), _norm(ch), nn.ReLU(),
             nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), _norm(ch),
         )
 
@@ -75,13 +76,13 @@ class Generator(nn.Module):
     def __init__(self, ngf: int = 64, n_blocks: int = 9, antialias: bool = True):
         super().__init__()
         self.pad = nn.ReflectionPad2d(3)
-        self.stem = nn.Sequential(nn.Conv2d(3, ngf, 7), _norm(ngf), nn.ReLU(True))
+        self.stem = nn.Sequential(nn.Conv2d(3, ngf, 7), _norm(ngf), nn.ReLU())
         stride = 1 if antialias else 2
         self.down1_conv = nn.Conv2d(ngf, ngf * 2, 3, stride=stride, padding=1)
-        self.down1_rest = nn.Sequential(_norm(ngf * 2), nn.ReLU(True),
+        self.down1_rest = nn.Sequential(_norm(ngf * 2), nn.ReLU(),
                                         *([BlurDownsample(ngf * 2)] if antialias else []))
         self.down2_conv = nn.Conv2d(ngf * 2, ngf * 4, 3, stride=stride, padding=1)
-        self.down2_rest = nn.Sequential(_norm(ngf * 4), nn.ReLU(True),
+        self.down2_rest = nn.Sequential(_norm(ngf * 4), nn.ReLU(),
                                         *([BlurDownsample(ngf * 4)] if antialias else []))
         self.blocks = nn.ModuleList(ResBlock(ngf * 4) for _ in range(n_blocks))
         self.decoder = nn.Sequential(
@@ -125,8 +126,8 @@ class Generator(nn.Module):
 
 def _up(cin: int, cout: int, antialias: bool) -> list[nn.Module]:
     if antialias:
-        return [BlurUpsample(cin), nn.Conv2d(cin, cout, 3, padding=1), _norm(cout), nn.ReLU(True)]
-    return [nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1), _norm(cout), nn.ReLU(True)]
+        return [BlurUpsample(cin), nn.Conv2d(cin, cout, 3, padding=1), _norm(cout), nn.ReLU()]
+    return [nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1), _norm(cout), nn.ReLU()]
 
 
 class Discriminator(nn.Module):
@@ -142,12 +143,12 @@ class Discriminator(nn.Module):
             layers.append(nn.Conv2d(cin, cout, 4, stride=stride, padding=1))
             if i > 0:
                 layers.append(_norm(cout))  # no norm on the first conv
-            layers.append(nn.LeakyReLU(0.2, True))
+            layers.append(nn.LeakyReLU(0.2, inplace=i == 0))
             if antialias:
                 layers.append(BlurDownsample(cout))
             cin = cout
         cout = ndf * min(2 ** n_layers, 8)
-        layers += [nn.Conv2d(cin, cout, 4, padding=1), _norm(cout), nn.LeakyReLU(0.2, True),
+        layers += [nn.Conv2d(cin, cout, 4, padding=1), _norm(cout), nn.LeakyReLU(0.2),
                    nn.Conv2d(cout, 1, 4, padding=1)]
         self.net = nn.Sequential(*layers)
 

@@ -33,5 +33,5 @@ def test_generate_bench(tmp_path):
 def test_quality_bench(tmp_path):
     out = run_bench("quality.py", tmp_path)
     assert out["steps"] == 4 and out["photos"] == 8
-    for name in ("model", "identity", "color_transfer"):
+    for name in ("model", "identity", "color_transfer", "identity_at_size"):
         assert out[name]["fid"] > 0 and out[name]["n"] == 8

@@ -35,6 +35,16 @@ def test_blur_resampling_keeps_constants():
     torch.testing.assert_close(BlurUpsample(4)(x), torch.full((1, 4, 16, 16), 0.7))
 
 
+def test_blur_upsample_is_the_official_binomial_transposed_conv():
+    # official CUT: replicate pad 1, conv_transpose stride 2 padding 2 with 4 * ([1,3,3,1] outer)/64, crop 1
+    x = torch.randn(2, 3, 5, 7)
+    k = torch.tensor([1.0, 3, 3, 1])
+    kernel = (4 * torch.outer(k, k) / 64)[None, None].repeat(3, 1, 1, 1)
+    ref = torch.nn.functional.conv_transpose2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"),
+                                               kernel, stride=2, padding=2, groups=3)[:, :, 1:-1, 1:-1]
+    torch.testing.assert_close(BlurUpsample(3)(x), ref)
+
+
 def test_init_is_normal_002_and_mlp_exists_eagerly():
     G, D, F = build_nets(TrainConfig(ngf=16))
     w = torch.cat([p.flatten() for n, p in G.named_parameters() if n.endswith("weight")])
