@@ -43,6 +43,7 @@ class TrainConfig:
     ndf: int = 64  # discriminator base width
     n_blocks: int = 9  # generator residual blocks
     antialias: bool = True  # blur down/upsampling as in official CUT; False: plain strided convs ("fast")
+    residual_output: bool = False  # G outputs tanh(atanh(photo) + change), change's last conv zero-initialised
     # --- losses ---
     gan_loss: str = "hinge"  # "hinge", "lsgan" or "nonsaturating"
     lambda_gan: float = 1.0  # adversarial weight

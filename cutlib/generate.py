@@ -47,7 +47,7 @@ def load_generator(path: str | os.PathLike, weights: str = "ema", device: str | 
         raise ValueError(f"weights={weights!r}: accepted values are ('ema', 'raw')")
     ckpt = load_checkpoint(path)
     cfg = TrainConfig.from_dict(ckpt["config"])
-    G = Generator(cfg.ngf, cfg.n_blocks, cfg.antialias)
+    G = Generator(cfg.ngf, cfg.n_blocks, cfg.antialias, cfg.residual_output)
     state = ckpt["ema_G"]["shadow"] if weights == "ema" else ckpt["G"]
     load_weights(G, state, "EMA generator" if weights == "ema" else "generator", path)
     info = {"path": str(path), "weights": weights, "step": int(ckpt["step"]), "image_size": cfg.image_size}

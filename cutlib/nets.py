@@ -73,8 +73,9 @@ class Generator(nn.Module):
     """ResNet generator. `forward(x, taps=...)` also returns the encoder activations PatchNCE needs,
     so the training step never runs the encoder twice on the same image."""
 
-    def __init__(self, ngf: int = 64, n_blocks: int = 9, antialias: bool = True):
+    def __init__(self, ngf: int = 64, n_blocks: int = 9, antialias: bool = True, residual: bool = False):
         super().__init__()
+        self.residual = residual
         self.pad = nn.ReflectionPad2d(3)
         self.stem = nn.Sequential(nn.Conv2d(3, ngf, 7), _norm(ngf), nn.ReLU())
         stride = 1 if antialias else 2
@@ -87,7 +88,7 @@ class Generator(nn.Module):
         self.blocks = nn.ModuleList(ResBlock(ngf * 4) for _ in range(n_blocks))
         self.decoder = nn.Sequential(
             *_up(ngf * 4, ngf * 2, antialias), *_up(ngf * 2, ngf, antialias),
-            nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh(),
+            nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7),
         )
 
     def _encode(self, x, taps: tuple[int, ...], stop_early: bool):
@@ -116,7 +117,11 @@ class Generator(nn.Module):
         first n outputs (PatchNCE queries), inside the same call so DistributedDataParallel sees one
         forward per backward."""
         h, feats = self._encode(x, taps or (), stop_early=False)
-        out = self.decoder(h)
+        z = self.decoder(h)
+        if self.residual:  # a change to the image in tanh's input space: z = 0 returns x itself
+            out = torch.tanh(torch.atanh(x.float().clamp(-0.999, 0.999)) + z.float()).to(z.dtype)
+        else:
+            out = torch.tanh(z)
         if taps is None:
             return out
         if reencode:
@@ -204,8 +209,17 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
     return net
 
 
+def build_generator(cfg) -> Generator:
+    G = init_weights(Generator(cfg.ngf, cfg.n_blocks, cfg.antialias, cfg.residual_output))
+    if cfg.residual_output:
+        # zero last conv: the untrained generator is the identity, so training starts from the photos
+        # (FID ~120) instead of from noise (FID > 300) and the GAN only has to learn the change
+        nn.init.zeros_(G.decoder[-1].weight)
+    return G
+
+
 def build_nets(cfg) -> tuple[Generator, Discriminator, PatchSampleMLP]:
-    G = init_weights(Generator(cfg.ngf, cfg.n_blocks, cfg.antialias))
+    G = build_generator(cfg)
     D = init_weights(Discriminator(cfg.ndf, 3, cfg.antialias))
     mlp = init_weights(PatchSampleMLP(tap_channels(cfg.ngf, cfg.nce_layers)))
     return G, D, mlp

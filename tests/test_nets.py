@@ -3,7 +3,7 @@ import torch
 
 from cutlib.config import TrainConfig
 from cutlib.nets import (TAP_LAYERS, BlurDownsample, BlurUpsample, Discriminator, Generator, PatchSampleMLP,
-                         build_nets, count_params)
+                         build_generator, build_nets, count_params)
 
 
 def test_parameter_counts_match_official_cut():
@@ -61,3 +61,11 @@ def test_patch_sampler_same_locations_and_unit_norm():
     assert out[0].shape == (2, 10, 256)
     torch.testing.assert_close(out[1].norm(dim=-1), torch.ones(2, 10), atol=1e-4, rtol=0)
     assert len(F.sample_ids([torch.randn(1, 5, 2, 2)], 256)[0]) == 4  # fewer locations than patches
+
+
+def test_residual_output_generator_starts_as_the_identity():
+    G = build_generator(TrainConfig(ngf=8, n_blocks=5, residual_output=True))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    torch.testing.assert_close(G(x), x.clamp(-0.999, 0.999), atol=1e-5, rtol=0)
+    G(x).sub(x.flip(3)).abs().mean().backward()  # a loss the identity does not minimise
+    assert G.decoder[-1].weight.grad.abs().sum() > 0  # so the change can grow from zero
