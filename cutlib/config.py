@@ -68,6 +68,7 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu" or "cuda"
     amp: str = "auto"  # "auto" (bf16 on capable GPUs, fp16 on older ones, off on CPU), "bf16", "fp16", "off"
     channels_last: bool = True  # channels_last memory format on CUDA
+    compile: bool = False  # torch.compile the generator's training forward (slow first steps while it compiles)
     seed: int = 0  # seed for weights, data order and augmentation
     # --- output ---
     out_dir: str = "runs/demo"  # run folder: config.yaml, ckpt/, metrics.jsonl, samples/
