@@ -16,7 +16,7 @@ from PIL import Image
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_weights
 from .config import TrainConfig
 from .data import DataError, list_images, load_rgb, to_tensor, to_uint8
-from .nets import Generator
+from .nets import build_generator
 
 SUBMISSION_MIN, SUBMISSION_MAX = 7_000, 10_000
 VARIANTS = ("", "_flip", "_crop", "_flipcrop")  # top-up views of a photo when there are too few photos
@@ -47,7 +47,7 @@ def load_generator(path: str | os.PathLike, weights: str = "ema", device: str | 
         raise ValueError(f"weights={weights!r}: accepted values are ('ema', 'raw')")
     ckpt = load_checkpoint(path)
     cfg = TrainConfig.from_dict(ckpt["config"])
-    G = Generator(cfg.ngf, cfg.n_blocks, cfg.antialias, cfg.residual_output)
+    G = build_generator(cfg)  # the checkpoint's weights replace the fresh init
     state = ckpt["ema_G"]["shadow"] if weights == "ema" else ckpt["G"]
     load_weights(G, state, "EMA generator" if weights == "ema" else "generator", path)
     info = {"path": str(path), "weights": weights, "step": int(ckpt["step"]), "image_size": cfg.image_size}

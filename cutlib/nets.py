@@ -49,10 +49,6 @@ class BlurUpsample(nn.Module):
     binomial filter. That filter at stride 2 is exactly bilinear interpolation (half-pixel centres,
     edges clamped), which runs 1.5-3x faster than the depthwise transposed conv on CPU (fp32 and bf16)."""
 
-    def __init__(self, channels: int):
-        super().__init__()
-        self.channels = channels
-
     def forward(self, x):
         return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
@@ -131,7 +127,7 @@ class Generator(nn.Module):
 
 def _up(cin: int, cout: int, antialias: bool) -> list[nn.Module]:
     if antialias:
-        return [BlurUpsample(cin), nn.Conv2d(cin, cout, 3, padding=1), _norm(cout), nn.ReLU()]
+        return [BlurUpsample(), nn.Conv2d(cin, cout, 3, padding=1), _norm(cout), nn.ReLU()]
     return [nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1), _norm(cout), nn.ReLU()]
 
 
