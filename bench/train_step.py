@@ -1,11 +1,18 @@
 """Training-step speed against the hardware: prints one JSON line.
 
-    python bench/train_step.py --size 256 --batch 1 --mode cut [--amp off|bf16|fp16] [--no-antialias] [--compile]
+    python bench/train_step.py --size 256 --batch 1 --mode cut [--amp off|bf16|fp16] [--cuda-graph on|off]
+                               [--no-antialias] [--no-channels-last] [--compile] [--official PATH]
     python bench/train_step.py --quick      # CI-sized: 64 px, tiny widths, 2 timed steps
 
-Reports median seconds per step after warm-up, FLOPs per step (torch.utils.flop_counter), achieved
-FLOP/s, peak memory, and the machine's own throughput on the dominant convolution (256->256, 3x3,
-64x64, forward+backward, same dtype) measured in the same run -> fraction_of_reference.
+Reports median seconds per step after warm-up, FLOPs per step (torch.utils.flop_counter, counted on an
+eager twin: a compiled or graph-replayed step hides its ops), achieved FLOP/s, peak memory, and the
+machine's own throughput on the dominant convolution (256->256, 3x3, 64x64, forward+backward, same
+dtype) measured in the same run -> fraction_of_reference. On CUDA also: `fraction_of_peak` against a
+dense 8192^3 matmul of the step's dtype measured in the same run (TF32 for fp32 steps), and from
+torch.profiler the kernels per step, the share of the step the GPU is busy, and the shares of kernel
+time spent in copies and in convolutions/GEMMs.
+--official PATH times the official CUT code's step (a checkout of taesungp/contrastive-unpaired-
+translation) with the same size, batch and device in the same run and adds the ratio.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,9 +29,10 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
 from cutlib.config import TrainConfig  # noqa: E402
-from cutlib.train import CUTModel  # noqa: E402
+from cutlib.model import CUTModel  # noqa: E402
 
 
 def sync(device):
@@ -62,63 +71,102 @@ def reference_conv(device, dtype, channels=256, hw=64, batch=1, reps=10) -> dict
     return {"ref_flops": flops, "ref_seconds": t, "ref_flops_per_s": flops / t}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--mode", default="cut", choices=["cut", "fastcut"])
-    ap.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"])
-    ap.add_argument("--no-antialias", action="store_true", help="the 'fast' architecture: strided convs")
-    ap.add_argument("--no-channels-last", action="store_true")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the generator (compile time not timed)")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    ap.add_argument("--quick", action="store_true", help="CI-sized smoke run")
-    a = ap.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    widths = dict(ngf=8, ndf=8, num_patches=32) if a.quick else {}
-    if a.quick:
-        a.size, a.warmup, a.reps = 64, 1, 2
-    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if a.device == "auto" else a.device))
-    cfg = TrainConfig(image_size=a.size, load_size=a.size, batch_size=a.batch, mode=a.mode, amp=a.amp,
-                      antialias=not a.no_antialias, channels_last=not a.no_channels_last, compile=a.compile,
-                      device=device.type, **widths)
+_PEAKS: dict = {}
+
+
+def matmul_peak(device, dtype) -> tuple[float, str]:
+    """FLOP/s of an 8192^3 dense matmul in the step's dtype (fp32 steps run their convs in TF32)."""
+    kind = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "tf32"}[dtype]
+    if kind not in _PEAKS:
+        n = 8192
+        a = torch.randn(n, n, device=device, dtype=dtype or torch.float32)
+        b = torch.randn(n, n, device=device, dtype=dtype or torch.float32)
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        t = statistics.median(timed(lambda: a @ b, device, 3, 10))
+        torch.backends.cuda.matmul.allow_tf32 = old
+        _PEAKS[kind] = 2 * n ** 3 / t
+    return _PEAKS[kind], kind
+
+
+def _kind(name: str) -> str:
+    n = name.lower()
+    if "copy" in n or "nchwtonhwc" in n or "nhwctonchw" in n or n.startswith("memcpy"):
+        return "copy"
+    if any(k in n for k in ("conv", "xmma", "cudnn", "gemm", "cutlass", "sm90_", "sm80_", "wgrad", "dgrad")):
+        return "conv_gemm"
+    return "other"
+
+
+def gpu_profile(step, seconds_per_step: float, steps: int = 5) -> dict:
+    """Kernels per step, GPU-busy share of the (unprofiled) step time, and kernel-time shares."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if str(e.device_type).endswith("CUDA")]
+    spans = sorted((e.time_range.start, e.time_range.end) for e in kernels)
+    busy, end = 0.0, float("-inf")
+    for s, e in spans:  # union of kernel intervals: time the GPU was doing something
+        if e > end:
+            busy += e - max(s, end)
+            end = e
+    total = sum(e.time_range.end - e.time_range.start for e in kernels) or 1.0
+    share = {}
+    for e in kernels:
+        k = _kind(e.name)
+        share[k] = share.get(k, 0.0) + (e.time_range.end - e.time_range.start) / total
+    return {"kernels_per_step": round(len(kernels) / steps, 1),
+            "kernel_ms_per_step": round(total / steps / 1e3, 3),
+            "gpu_busy_share": round(busy / steps / 1e6 / seconds_per_step, 3),
+            **{f"{k}_share_of_kernel_time": round(v, 3) for k, v in sorted(share.items())}}
+
+
+def measure(cfg: TrainConfig, device: torch.device, warmup: int = 2, reps: int = 5, profile: bool = False) -> dict:
+    """Time `cfg`'s training step on random inputs; returns the JSON record (without the official code)."""
     model = CUTModel(cfg, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    photo = torch.rand(a.batch, 3, a.size, a.size) * 2 - 1
-    monet = torch.rand(a.batch, 3, a.size, a.size) * 2 - 1
+    s, b = cfg.image_size, cfg.batch_size
+    photo = torch.rand(b, 3, s, s) * 2 - 1
+    monet = torch.rand(b, 3, s, s) * 2 - 1
+    if device.type == "cuda":  # as the training loader hands them over
+        photo, monet = photo.pin_memory(), monet.pin_memory()
     # identity warm-up changes the step's work; time the steady state (identity weight 0) like most steps
     model.step = cfg.identity_warmup + 1
 
     def step():
         model.train_step(photo, monet)
 
-    # FLOPs belong to the algorithm: count them on an eager twin (a compiled graph hides its ops)
-    twin = CUTModel(cfg.replace(compile=False), device) if cfg.compile else model
+    twin = CUTModel(cfg.replace(compile=False, cuda_graph="off"), device)
     twin.step = model.step
     with FlopCounterMode(display=False) as fc:
         twin.train_step(photo, monet)
     flops = fc.get_total_flops()
     del twin
     if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    times = timed(step, device, a.warmup, a.reps)
+    if model.graphs is not None:
+        warmup = max(warmup, model.graphs.warmup + 2)  # eager warm-up steps, the capture, one replay
+    times = timed(step, device, warmup, reps)
     t = statistics.median(times)
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     ref = reference_conv(device, model.amp_dtype)
     out = {
         "bench": "train_step", "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "size": a.size, "batch": a.batch,
-        "mode": a.mode, "amp": str(model.amp_dtype).replace("torch.", "") if model.amp_dtype else "off",
-        "antialias": cfg.antialias, "compile": cfg.compile, "quick": a.quick,
-        "seconds_per_step": round(t, 4), "steps_per_s": round(1 / t, 3), "images_per_s": round(a.batch / t, 3),
-        "step_times": [round(x, 4) for x in times],
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "size": s, "batch": b,
+        "mode": cfg.mode, "amp": str(model.amp_dtype).replace("torch.", "") if model.amp_dtype else "off",
+        "antialias": cfg.antialias, "channels_last": model.memory_format == torch.channels_last,
+        "compile": cfg.compile, "cuda_graph": model.graphs is not None and not model.graphs.failed,
+        **({"cuda_graph_failed": model.graphs.failed} if model.graphs is not None and model.graphs.failed else {}),
+        "seconds_per_step": round(t, 5), "steps_per_s": round(1 / t, 3), "images_per_s": round(b / t, 3),
+        "step_times_min_max": [round(min(times), 5), round(max(times), 5)],
         "gflop_per_step": round(flops / 1e9, 2), "achieved_gflop_per_s": round(flops / t / 1e9, 2),
         "ref_gflop_per_s": round(ref["ref_flops_per_s"] / 1e9, 2),
         "fraction_of_reference": round(flops / t / ref["ref_flops_per_s"], 3),
@@ -126,6 +174,67 @@ def main(argv=None):
         "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
         "cpu_count": os.cpu_count(),
     }
+    if device.type == "cuda":
+        peak_flops, kind = matmul_peak(device, model.amp_dtype)
+        out.update(peak_tflop_per_s=round(peak_flops / 1e12, 1), peak_kind=kind,
+                   fraction_of_peak=round(flops / t / peak_flops, 4))
+        if profile:
+            try:
+                out.update(gpu_profile(step, t))
+            except Exception as e:  # noqa: BLE001 - a profiler failure must not lose the timing
+                out["profile_error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def official(path: str, size: int, batch: int, device: torch.device, reps: int, extra=()) -> dict:
+    """The official CUT step, timed in a subprocess run from its checkout (its modules import flatly)."""
+    cmd = [sys.executable, str(BENCH / "official_step.py"), "--size", str(size), "--batch", str(batch),
+           "--device", device.type, "--reps", str(reps), "--threads", str(torch.get_num_threads()), *extra]
+    r = subprocess.run(cmd, cwd=path, capture_output=True, text=True)
+    lines = [line for line in r.stdout.splitlines() if line.startswith("{")]
+    if r.returncode != 0 or not lines:
+        return {"error": (r.stderr or r.stdout)[-800:]}
+    return json.loads(lines[-1])
+
+
+def config_from_args(a, device) -> TrainConfig:
+    widths = dict(ngf=8, ndf=8, num_patches=32) if a.quick else {}
+    return TrainConfig(image_size=a.size, load_size=a.size, batch_size=a.batch, mode=a.mode, amp=a.amp,
+                       antialias=not a.no_antialias, channels_last=not a.no_channels_last, compile=a.compile,
+                       cuda_graph=a.cuda_graph, device=device.type, **widths)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--mode", default="cut", choices=["cut", "fastcut"])
+    ap.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"])
+    ap.add_argument("--cuda-graph", default="auto", choices=["auto", "on", "off"])
+    ap.add_argument("--no-antialias", action="store_true", help="the 'fast' architecture: strided convs")
+    ap.add_argument("--no-channels-last", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the generator (compile time not timed)")
+    ap.add_argument("--official", default="", metavar="PATH", help="official CUT checkout to time beside ours")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--profile", action="store_true", help="CUDA: kernels per step, busy and copy shares")
+    ap.add_argument("--quick", action="store_true", help="CI-sized smoke run")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.quick:
+        a.size, a.warmup, a.reps = 64, 1, 2
+    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if a.device == "auto" else a.device))
+    out = measure(config_from_args(a, device), device, a.warmup, a.reps, a.profile)
+    if a.official:
+        extra = ["--ngf", "8", "--ndf", "8", "--netF_nc", "32"] if a.quick else []
+        ref = official(a.official, a.size, a.batch, device, a.reps, extra)
+        out["official"] = ref
+        if "seconds_per_step" in ref:
+            out["speedup_vs_official"] = round(ref["seconds_per_step"] / out["seconds_per_step"], 3)
     print(json.dumps(out))
     return out
 

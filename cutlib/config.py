@@ -14,6 +14,8 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 MODES = ("cut", "fastcut")
 AUGMENTS = ("color", "translation", "cutout")
 DEVICES = ("auto", "cpu", "cuda")
+LR_SCHEDULES = ("steps", "time")
+CUDA_GRAPH = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -36,7 +38,8 @@ class TrainConfig:
     lr: float = 2e-4  # Adam learning rate for G, D and the projection MLP
     beta1: float = 0.5  # Adam beta1
     beta2: float = 0.999  # Adam beta2
-    lr_decay_start: float = 0.5  # fraction of steps after which lr decays linearly to 0
+    lr_decay_start: float = 0.5  # fraction of the run after which lr decays linearly to 0
+    lr_schedule: str = "steps"  # "steps": decay over the last part of `steps`; "time": and of time_budget_hours
     # --- model ---
     mode: str = "cut"  # "cut" or "fastcut" (no NCE identity, lambda_nce 10, flip-equivariance)
     ngf: int = 64  # generator base width
@@ -69,6 +72,7 @@ class TrainConfig:
     amp: str = "auto"  # "auto" (bf16 on capable GPUs, fp16 on older ones, off on CPU), "bf16", "fp16", "off"
     channels_last: bool = True  # channels_last memory format on CUDA
     compile: bool = False  # torch.compile the generator's training forward (slow first steps while it compiles)
+    cuda_graph: str = "auto"  # "auto" (on for one-process CUDA training), "on", "off": replay the step as a CUDA graph
     seed: int = 0  # seed for weights, data order and augmentation
     # --- output ---
     out_dir: str = "runs/demo"  # run folder: config.yaml, ckpt/, metrics.jsonl, samples/
@@ -94,6 +98,13 @@ class TrainConfig:
         _choice(self, "amp", AMP_MODES)
         _choice(self, "mode", MODES)
         _choice(self, "device", DEVICES)
+        _choice(self, "lr_schedule", LR_SCHEDULES)
+        _choice(self, "cuda_graph", CUDA_GRAPH)
+        if self.cuda_graph == "on" and self.device == "cpu":
+            raise ConfigError("cuda_graph='on' needs a CUDA device, but device='cpu'; use 'auto' or 'off'")
+        if self.lr_schedule == "time" and not self.time_budget_hours:
+            raise ConfigError("lr_schedule='time' decays the lr over time_budget_hours, which is 0; set it, "
+                              "or use lr_schedule='steps'")
         for name in ("image_size", "load_size", "batch_size", "steps", "ngf", "ndf", "num_patches",
                      "log_every", "ckpt_every", "r1_every", "eval_photos"):
             _at_least(self, name, 1)

@@ -25,11 +25,14 @@ class EMA:
         self.model = copy.deepcopy(net).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, net: nn.Module, beta: float) -> None:
+    def update(self, net: nn.Module, weight: torch.Tensor | float) -> None:
+        """shadow += weight * (weights - shadow), with weight = 1 - beta; a 0-dim device tensor `weight` is
+        read when the update runs, so a replayed CUDA graph uses each step's value."""
         src = dict(net.named_parameters())
-        names = [n for n, _ in self.model.named_parameters()]
-        torch._foreach_lerp_([p for _, p in self.model.named_parameters()], [src[n].detach() for n in names],
-                             1.0 - beta)
+        shadow = [p for _, p in self.model.named_parameters()]
+        delta = torch._foreach_sub([src[n].detach() for n, _ in self.model.named_parameters()], shadow)
+        torch._foreach_mul_(delta, weight)
+        torch._foreach_add_(shadow, delta)
 
     def state_dict(self) -> dict:
         return {"shadow": self.model.state_dict()}

@@ -50,7 +50,10 @@ class BlurUpsample(nn.Module):
     edges clamped), which runs 1.5-3x faster than the depthwise transposed conv on CPU (fp32 and bf16)."""
 
     def forward(self, x):
-        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        # autocast lists bilinear upsampling as fp32 on CUDA, which would copy a bf16/fp16 activation to
+        # fp32 and back around it; the kernel accumulates in fp32 whatever its input dtype
+        with torch.autocast(x.device.type, enabled=False):
+            return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
 
 class ResBlock(nn.Module):

@@ -30,7 +30,7 @@ class Report:
         print(f"[{self.rows[-1][1]}] {name}: {self.rows[-1][2]}")
 
     def environment(self):
-        from .train import resolve_amp, resolve_device
+        from .model import resolve_amp, resolve_device
 
         def check():
             device = resolve_device(self.cfg)
@@ -81,7 +81,7 @@ class Report:
         """One real training step on real data (finite losses), then timed steps for s/step and the ETA;
         returns a photo -> output grid from the (barely trained) EMA generator."""
         from .data import UnpairedDataset, eval_image
-        from .train import CUTModel, resolve_device
+        from .model import CUTModel, resolve_device
         from .viz import pairs_grid
 
         out = {}

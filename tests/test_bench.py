@@ -30,8 +30,17 @@ def test_generate_bench(tmp_path):
 
 
 @pytest.mark.slow
-def test_quality_bench(tmp_path):
-    out = run_bench("quality.py", tmp_path)
-    assert out["steps"] == 4 and out["photos"] == 8
-    for name in ("model", "identity", "color_transfer", "identity_at_size"):
-        assert out[name]["fid"] > 0 and out[name]["n"] == 8
+def test_quality_bench_runs_configurations_side_by_side(tmp_path):
+    out = run_bench("quality.py", tmp_path, "--out", str(tmp_path / "q"), "--run", "plain:",
+                    "--run", "resid: --residual_output true --lambda_gan 2")
+    assert out["photos"] == 8 and set(out["results"]) == {"plain", "resid"}
+    for name, r in out["results"].items():
+        assert r["steps"] == 4 and r["ema"]["fid"] > 0 and r["ema"]["kid_std_x1000"] >= 0
+        assert (tmp_path / "q" / f"{name}_grid.png").is_file()
+    assert "--residual_output true --lambda_gan 2" in out["runs"]["resid"]
+    for name in ("identity", "color_transfer", "identity_at_size", "color_transfer_at_size", "paintings_at_size"):
+        assert out["baselines"][name]["fid"] > 0
+    # the resolution-matched colour transfer is the reference each run is judged against
+    ct = out["baselines"]["color_transfer_at_size"]["fid"]
+    assert out["results"]["plain"]["ema"]["vs_color_transfer"]["fid_gain"] == pytest.approx(
+        ct - out["results"]["plain"]["ema"]["fid"], abs=0.02)

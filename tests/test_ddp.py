@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_trained_alike
 
 from cutlib.checkpoint import load_checkpoint
 
@@ -42,16 +43,13 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(demo_root, tmp_p
     logs = [[json.loads(x) for x in (tmp_path / n / "metrics.jsonl").read_text().splitlines()] for n in ("ddp", "one")]
     for a, b in zip(*logs):
         for k in ("d_loss", "g_loss", "g_adv", "nce", "identity"):
-            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), k
+            # Summation order differs (all-reduce vs one batch), and Adam turns float noise in a near-zero
+            # gradient into a full lr-sized step of either sign: one such weight moved 2 lr apart shows in the
+            # losses at ~1e-4 relative after a few steps (seen here). The weights are bounded tightly below.
+            assert a[k] == pytest.approx(b[k], rel=2e-3, abs=2e-4), k
     a, b = load_checkpoint(tmp_path / "ddp/ckpt/latest.pt"), load_checkpoint(tmp_path / "one/ckpt/latest.pt")
-    lr, steps = 2e-4, 4
     for net in ("G", "D", "F"):
-        diffs = torch.cat([(a[net][k] - b[net][k]).abs().flatten() for k in a[net]])
-        # Same gradients up to summation order. Adam divides by sqrt(v): a weight whose gradient is at
-        # float-noise level moves by about lr per step in a direction set by that noise, so two runs can
-        # part by up to 2 lr per step there. Bound the max by that and the mean tightly.
-        assert diffs.max() <= 2 * steps * lr * 1.01, net
-        assert diffs.mean() < 2e-6, net
+        assert_trained_alike(a[net], b[net], lr=2e-4, steps=4)
 
 
 def test_a_two_rank_checkpoint_resumes_in_one_process(demo_root, tmp_path):
@@ -69,7 +67,8 @@ def test_nan_on_one_rank_stops_every_rank_with_a_message(demo_root, tmp_path):
     script.write_text(textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {str(ROOT)!r})
-        from cutlib.train import CUTModel, main
+        from cutlib.model import CUTModel
+        from cutlib.train import main
         real = CUTModel.train_step
         def poisoned(self, photo, monet):
             if self.rank == 1 and self.step == 3:

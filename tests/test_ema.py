@@ -17,7 +17,7 @@ def test_update_arithmetic():
     with torch.no_grad():
         net.weight.fill_(1.0)
         ema.model.weight.fill_(0.0)
-    ema.update(net, 0.75)
+    ema.update(net, 0.25)  # weight = 1 - beta
     torch.testing.assert_close(ema.model.weight, torch.full_like(net.weight, 0.25))
     assert set(ema.state_dict()["shadow"]) == {"weight", "bias"}
     assert not any(p.requires_grad for p in ema.model.parameters())

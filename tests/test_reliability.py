@@ -19,7 +19,8 @@ from cutlib.checkpoint import CheckpointError, load_checkpoint
 from cutlib.config import ConfigError, TrainConfig
 from cutlib.data import DataError, load_rgb, scan_images
 from cutlib.generate import write_zip
-from cutlib.train import CUTModel, train
+from cutlib.model import CUTModel
+from cutlib.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--image_size", "32", "--load_size", "36", "--ngf", "8", "--ndf", "8", "--n_blocks", "5",

@@ -1,0 +1,40 @@
+"""The few collective operations the training loop needs under torchrun; all are no-ops in one process."""
+from __future__ import annotations
+
+import torch
+
+
+def rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def all_ranks_any(flag: bool, device: torch.device, world: int) -> bool:
+    """True on every rank if it is True on any rank (so all ranks stop together)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def rank_mean(x: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        torch.distributed.all_reduce(x)
+        x = x / world
+    return x
+
+
+def broadcast_from_rank0(obj, world: int):
+    """rank 0's Python object on every rank (rank 0 alone scans the data folders)."""
+    if world == 1:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
