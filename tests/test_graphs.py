@@ -81,18 +81,20 @@ def test_graph_replay_trains_like_eager(tiny_cfg, amp):
     if amp == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("no bf16 on this GPU")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    cfg = tiny_cfg(device="cuda", amp=amp, identity_warmup=3, r1_weight=1.0, r1_every=4)
-    batches = _batches(cfg, 8)
-    eager, a = _run(cfg.replace(cuda_graph="off"), batches, poison_step=6)
-    graph, b = _run(cfg.replace(cuda_graph="on"), batches, poison_step=6)
-    assert graph.graphs.captured >= 2 and not graph.graphs.failed  # steady steps and R1 steps
+    # lazy R1 every 2 steps: two plans, each captured at its third step (steps 4 and 5) and replayed after;
+    # the identity weight still changes during replays (warm-up 7); step 8 (a replay) gets a NaN pixel
+    cfg = tiny_cfg(device="cuda", amp=amp, identity_warmup=7, r1_weight=1.0, r1_every=2)
+    batches = _batches(cfg, 10)
+    eager, a = _run(cfg.replace(cuda_graph="off"), batches, poison_step=8)
+    graph, b = _run(cfg.replace(cuda_graph="on"), batches, poison_step=8)
+    assert graph.graphs.captured == 2 and not graph.graphs.failed
     for step, (x, y) in enumerate(zip(a, b)):
-        if step != 6:
+        if step != 8:
             torch.testing.assert_close(x, y, **_close(amp), msg=f"losses at step {step}")
     assert eager.skipped == graph.skipped and graph.skipped["g"] >= 1
     for net in ("G", "D", "F"):
-        assert_trained_alike(getattr(eager, net).state_dict(), getattr(graph, net).state_dict(), cfg.lr, 8)
-    assert_trained_alike(eager.ema.model.state_dict(), graph.ema.model.state_dict(), cfg.lr, 8)
+        assert_trained_alike(getattr(eager, net).state_dict(), getattr(graph, net).state_dict(), cfg.lr, 10)
+    assert_trained_alike(eager.ema.model.state_dict(), graph.ema.model.state_dict(), cfg.lr, 10)
 
 
 @cuda
