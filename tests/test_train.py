@@ -159,3 +159,32 @@ def test_cli_reports_bad_parameter(tmp_path):
 
     r = subprocess.run([sys.executable, "-m", "cutlib.train", "--stepz", "3"], capture_output=True, text=True)
     assert r.returncode == 2 and "stepz" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_time_lr_schedule_reaches_zero_at_the_budget():
+    from cutlib.schedule import linear_tail, lr_factor_at
+
+    assert [linear_tail(p, 0.5) for p in (0.0, 0.5, 0.75, 1.0, 1.2)] == [1, 1, 0.5, 0, 0]
+    cfg = type("Cfg", (), dict(steps=10**6, lr_decay_start=0.5, lr_schedule="time", time_budget_hours=1.0))
+    assert lr_factor_at(10, 3600.0, cfg) == 0.0 and lr_factor_at(10, 2700.0, cfg) == 0.5
+    cfg.lr_schedule = "steps"
+    assert lr_factor_at(10, 3600.0, cfg) == 1.0  # the step schedule ignores the clock
+
+
+def test_time_schedule_decays_the_lr_to_zero_by_a_budget_stop_on_a_fake_clock(tiny_cfg):
+    """A run that stops on its time budget (a Kaggle session) ends with its lr decayed, not at full lr."""
+    ticks = iter(range(10**6))
+    clock = lambda: next(ticks) * 0.25  # noqa: E731 - each reading a quarter second later: 1 s = 4 readings
+    budget_s = 60.0
+    cfg = tiny_cfg(steps=10**4, time_budget_hours=budget_s / 3600, lr_schedule="time", log_every=1,
+                   ckpt_every=10**4, sample_every=0)
+    summary = train(cfg, progress=False, clock=clock)
+    assert summary["stop_reason"] == "time_budget" and summary["step"] > 5
+    lrs = [json.loads(x)["lr"] for x in open(f"{cfg.out_dir}/metrics.jsonl")]
+    assert lrs[0] == cfg.lr and lrs == sorted(lrs, reverse=True)
+    assert lrs[-1] < 0.15 * cfg.lr  # the loop stops a reserve (two worst steps + a checkpoint) before 0
+    plain = tiny_cfg(steps=10**4, time_budget_hours=budget_s / 3600, log_every=1, ckpt_every=10**4, sample_every=0,
+                     out_dir=cfg.out_dir + "-steps")
+    ticks = iter(range(10**6))
+    train(plain, progress=False, clock=clock)
+    assert all(json.loads(x)["lr"] == cfg.lr for x in open(f"{plain.out_dir}/metrics.jsonl"))  # never decayed
