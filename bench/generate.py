@@ -29,7 +29,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2, help="JPEG-decoding processes")
     ap.add_argument("--ngf", type=int, default=64)
-    ap.add_argument("--no-channels-last", action="store_true", help="CUDA: keep the generator in NCHW")
+    ap.add_argument("--channels-last", action="store_true", help="CUDA: channels_last generator (03 uses NCHW)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args(argv)
@@ -46,7 +46,7 @@ def main(argv=None):
     amp = None
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        if not a.no_channels_last:
+        if a.channels_last:
             G = G.to(memory_format=torch.channels_last)
         amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
@@ -75,7 +75,7 @@ def main(argv=None):
     out = {
         "bench": "generate", "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "images": len(files), "size": a.size, "batch": a.batch,
-        "ngf": a.ngf, "quick": a.quick, "channels_last": device.type == "cuda" and not a.no_channels_last,
+        "ngf": a.ngf, "quick": a.quick, "channels_last": device.type == "cuda" and a.channels_last,
         "forward_images_per_s": round(len(files) / t_forward, 2),
         "end_to_end_images_per_s": round(written["count"] / t_e2e, 2),
         "pipeline_efficiency": round(t_forward / t_e2e, 3),

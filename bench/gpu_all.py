@@ -99,7 +99,7 @@ def main(argv=None):
         matrix((1,), ("fp16", "off"), ("on", "off"))
 
     gen_args = ["--quick"] if a.quick else ["--data", a.data, "--images", str(a.gen_images), "--batch", "64",
-                                            "--workers", "8"] + ([] if cl else ["--no-channels-last"])
+                                            "--workers", "8"] + (["--channels-last"] if cl else [])
     try:
         rec = generate_bench.main(gen_args)
     except Exception as e:  # noqa: BLE001

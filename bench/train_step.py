@@ -1,7 +1,7 @@
 """Training-step speed against the hardware: prints one JSON line.
 
     python bench/train_step.py --size 256 --batch 1 --mode cut [--amp off|bf16|fp16] [--cuda-graph on|off]
-                               [--no-antialias] [--no-channels-last] [--compile] [--official PATH]
+                               [--no-antialias] [--channels-last] [--compile] [--official PATH]
     python bench/train_step.py --quick      # CI-sized: 64 px, tiny widths, 2 timed steps
 
 Reports median seconds per step after warm-up, FLOPs per step (torch.utils.flop_counter, counted on an
@@ -200,7 +200,7 @@ def official(path: str, size: int, batch: int, device: torch.device, reps: int, 
 def config_from_args(a, device) -> TrainConfig:
     widths = dict(ngf=8, ndf=8, num_patches=32) if a.quick else {}
     return TrainConfig(image_size=a.size, load_size=a.size, batch_size=a.batch, mode=a.mode, amp=a.amp,
-                       antialias=not a.no_antialias, channels_last=not a.no_channels_last, compile=a.compile,
+                       antialias=not a.no_antialias, channels_last=a.channels_last, compile=a.compile,
                        cuda_graph=a.cuda_graph, device=device.type, **widths)
 
 
@@ -212,7 +212,7 @@ def main(argv=None):
     ap.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"])
     ap.add_argument("--cuda-graph", default="auto", choices=["auto", "on", "off"])
     ap.add_argument("--no-antialias", action="store_true", help="the 'fast' architecture: strided convs")
-    ap.add_argument("--no-channels-last", action="store_true")
+    ap.add_argument("--channels-last", action="store_true", help="CUDA: channels_last (default NCHW)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the generator (compile time not timed)")
     ap.add_argument("--official", default="", metavar="PATH", help="official CUT checkout to time beside ours")
     ap.add_argument("--device", default="auto")

@@ -70,7 +70,7 @@ class TrainConfig:
     # --- hardware ---
     device: str = "auto"  # "auto", "cpu" or "cuda"
     amp: str = "auto"  # "auto" (bf16 on capable GPUs, fp16 on older ones, off on CPU), "bf16", "fp16", "off"
-    channels_last: bool = True  # channels_last memory format on CUDA
+    channels_last: bool = False  # channels_last on CUDA (off: InstanceNorm and reflection pads copy it to NCHW)
     compile: bool = False  # torch.compile the generator's training forward (slow first steps while it compiles)
     cuda_graph: str = "auto"  # "auto" (on for one-process CUDA training), "on", "off": replay the step as a CUDA graph
     seed: int = 0  # seed for weights, data order and augmentation

@@ -221,7 +221,6 @@ def generate_zip(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, zi
     G, info = load_generator(checkpoint, weights, dev)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one batch shape throughout: pick the fastest convs once
-        G = G.to(memory_format=torch.channels_last)
     files = list_images(photo_dir, "photo folder (photo_dir)")
     candidates, target = plan_jobs(files, min_count, max_count, top_up, strict)
     if target < min_count:

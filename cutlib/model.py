@@ -324,6 +324,8 @@ class CUTModel:
         self.skipped = dict(ckpt.get("skipped", self.skipped))
         self.best = dict(ckpt.get("best", self.best))
         rng = ckpt.get("rng", {})
+        # RNG states are CPU byte tensors, whatever map_location moved the checkpoint to
+        rng = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in rng.items()}
         for key, gen in (("patch", self.patch_gen), ("flip", self.flip_gen)):
             if key in rng:
                 gen.set_state(rng[key])

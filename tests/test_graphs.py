@@ -4,7 +4,6 @@ import copy
 
 import pytest
 import torch
-from conftest import assert_trained_alike
 
 from cutlib.checkpoint import load_checkpoint, save_checkpoint
 from cutlib.config import ConfigError
@@ -69,15 +68,22 @@ def _run(cfg, batches, poison_step=None):
     return m, out
 
 
-def _close(amp):
-    # fp32 (TF32 off) kernels differ only in summation order (atomics in reflection-pad backward);
-    # bf16/fp16 round those differences to their own precision
-    return dict(rtol=1e-4, atol=1e-4) if amp == "off" else dict(rtol=2e-2, atol=2e-2)
+def _spread(x: list, y: list) -> float:
+    return max(float((a - b).abs().max()) for a, b in zip(x, y))
+
+
+def _weights_spread(m1, m2) -> float:
+    return float(torch.cat([(a - b).abs().flatten() for n in ("G", "D", "F") for a, b in
+                            zip(getattr(m1, n).state_dict().values(), getattr(m2, n).state_dict().values())]).mean())
 
 
 @cuda
 @pytest.mark.parametrize("amp", ["off", "bf16", "fp16"])
 def test_graph_replay_trains_like_eager(tiny_cfg, amp):
+    """Eager CUDA training is not bitwise repeatable (atomic adds in reflection-pad backward, cuDNN), and
+    Adam turns that noise into lr-sized steps of either sign (seen on an H200: fp32 losses ~1e-4 apart
+    after ten steps, more in bf16); so a graph run must stay as close to an eager run as a second eager
+    run does, which a wrong replay (a stale buffer, a frozen random draw, a skipped update) exceeds by far."""
     if amp == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("no bf16 on this GPU")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -86,29 +92,31 @@ def test_graph_replay_trains_like_eager(tiny_cfg, amp):
     cfg = tiny_cfg(device="cuda", amp=amp, identity_warmup=7, r1_weight=1.0, r1_every=2)
     batches = _batches(cfg, 10)
     eager, a = _run(cfg.replace(cuda_graph="off"), batches, poison_step=8)
+    again, a2 = _run(cfg.replace(cuda_graph="off"), batches, poison_step=8)
     graph, b = _run(cfg.replace(cuda_graph="on"), batches, poison_step=8)
     assert graph.graphs.captured == 2 and not graph.graphs.failed
-    for step, (x, y) in enumerate(zip(a, b)):
-        if step != 8:
-            torch.testing.assert_close(x, y, **_close(amp), msg=f"losses at step {step}")
-    assert eager.skipped == graph.skipped and graph.skipped["g"] >= 1
-    for net in ("G", "D", "F"):
-        assert_trained_alike(getattr(eager, net).state_dict(), getattr(graph, net).state_dict(), cfg.lr, 10)
-    assert_trained_alike(eager.ema.model.state_dict(), graph.ema.model.state_dict(), cfg.lr, 10)
+    keep = [i for i in range(10) if i != 8]
+    noise = _spread([a[i] for i in keep], [a2[i] for i in keep])
+    assert _spread([a[i] for i in keep], [b[i] for i in keep]) <= 4 * noise + 1e-5
+    torch.testing.assert_close(a[0], b[0], rtol=1e-5, atol=1e-5)  # step 0: before any noise adds up
+    assert torch.isnan(b[8]).any() and eager.skipped == graph.skipped and graph.skipped["g"] >= 1
+    assert _weights_spread(eager, graph) <= 4 * _weights_spread(eager, again) + 1e-7
 
 
 @cuda
 def test_graph_run_resumes_exactly_from_a_checkpoint(tiny_cfg, tmp_path):
+    """A graph run stopped at step 5 and resumed from its checkpoint (weights, Adam, scalers, and the RNG
+    states that the replays advanced) continues like the uninterrupted run, within eager's own noise."""
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     cfg = tiny_cfg(device="cuda", amp="off", cuda_graph="on")
     batches = _batches(cfg, 8)
     straight, a = _run(cfg, batches)
-    first, _ = _run(cfg, batches[:5])  # captured at step 3, replayed at step 4
+    again, a2 = _run(cfg, batches)
+    first, _ = _run(cfg, batches[:5])  # captured at step 2, replayed at steps 3 and 4
     path = save_checkpoint(first.state_dict(), tmp_path / "c.pt")
     resumed = CUTModel(cfg, "cuda")
     resumed.load_state_dict(load_checkpoint(path, map_location="cuda"), path)
     b = [torch.stack(list(resumed.train_step(p, m).values())).cpu() for p, m in batches[5:]]
-    for x, y in zip(a[5:], b):
-        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-4)
-    for net in ("G", "D", "F"):
-        assert_trained_alike(getattr(straight, net).state_dict(), getattr(resumed, net).state_dict(), cfg.lr, 8)
+    assert resumed.graphs.captured == 1  # steps 5, 6 eager again, 7 captured and replayed
+    assert _spread(a[5:], b) <= 4 * _spread(a[5:], a2[5:]) + 1e-5
+    assert _weights_spread(straight, resumed) <= 4 * _weights_spread(straight, again) + 1e-7
