@@ -44,8 +44,7 @@ class StepGraphs:
             self.eager_runs[plan] += 1
             return self._eager(photo, monet, plan)
         graph = torch.cuda.CUDAGraph()
-        for gen in self.generators:  # the default CUDA generator is registered by the capture itself
-            graph.register_generator_state(gen)
+        register_generators(graph, self.generators)
         try:
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 out = self.step_fn(photo, monet, plan)
@@ -77,6 +76,17 @@ class StepGraphs:
         torch.cuda.current_stream().wait_stream(self.side)
         out.record_stream(torch.cuda.current_stream())
         return out
+
+
+def register_generators(graph, generators) -> None:
+    """Tell the graph about generators other than the default one (which a capture registers itself).
+    torch up to 2.13 needs this (2.11 was measured); 2.14 registers them on first use and deprecates the
+    call; on a torch older than the call the capture fails and the step runs eagerly."""
+    if hasattr(graph, "register_generator_state"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for gen in generators:
+                graph.register_generator_state(gen)
 
 
 class CaptureFailed(RuntimeError):

@@ -49,10 +49,9 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
 
 def resolve_cuda_graph(mode: str, device: torch.device, world: int) -> bool:
     """Whether the step is replayed from CUDA graphs: one CUDA process ('auto'), or asked for ('on')."""
-    supported = device.type == "cuda" and world == 1 and hasattr(torch.cuda.CUDAGraph, "register_generator_state")
+    supported = device.type == "cuda" and world == 1
     if mode == "on" and not supported:
-        why = ("this torch cannot capture a seeded generator (needs torch >= 2.5)" if device.type == "cuda" and
-               world == 1 else "it needs one CUDA process" + (f", not {world} (torchrun)" if world > 1 else ""))
+        why = "it needs one CUDA process" + (f", not {world} (torchrun)" if world > 1 else "")
         raise ConfigError(f"cuda_graph='on': {why}; use 'auto' (eager where graphs don't apply) or 'off'")
     return mode != "off" and supported
 

@@ -44,3 +44,16 @@ def test_quality_bench_runs_configurations_side_by_side(tmp_path):
     ct = out["baselines"]["color_transfer_at_size"]["fid"]
     assert out["results"]["plain"]["ema"]["vs_color_transfer"]["fid_gain"] == pytest.approx(
         ct - out["results"]["plain"]["ema"]["fid"], abs=0.02)
+
+
+@pytest.mark.slow
+def test_gpu_all_bench_runs_its_matrix_and_generation(tmp_path):
+    env = {**os.environ, "CUTLIB_CACHE_DIR": str(tmp_path / "cache"), "CUTLIB_DEMO_DIR": str(tmp_path / "demo")}
+    r = subprocess.run([sys.executable, "bench/gpu_all.py", "--quick"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    steps = [x for x in recs if x["bench"] == "train_step"]
+    assert len(steps) >= 3 and all(x["seconds_per_step"] > 0 for x in steps)
+    assert any(x["bench"] == "generate" and x["images"] == 16 for x in recs)
+    assert "| config | s/step |" in r.stderr  # the markdown table for bench/README.md

@@ -50,6 +50,7 @@ def test_switch_validation(tiny_cfg):
     with pytest.raises(ConfigError, match="cuda_graph"):
         tiny_cfg(cuda_graph="sometimes")
     assert not resolve_cuda_graph("auto", torch.device("cpu"), 1)  # auto: eager on CPU
+    assert not resolve_cuda_graph("off", torch.device("cuda"), 1)
     with pytest.raises(ConfigError, match="one CUDA process"):
         resolve_cuda_graph("on", torch.device("cpu"), 2)
     if torch.cuda.is_available():
