@@ -235,12 +235,12 @@ def main(argv=None):
             color_transfer(full(p), mean, std) for p in photos), cache),
     }
     if a.size != 256:
-        base[f"identity_at_size"] = cached_features(f"identity_at_size:{a.size}:" + names_key,
+        base["identity_at_size"] = cached_features(f"identity_at_size:{a.size}:" + names_key,
                                                     lambda: extractor(at_size(photos)), cache)
-        base[f"color_transfer_at_size"] = cached_features(f"color_transfer_at_size:{a.size}:" + names_key,
+        base["color_transfer_at_size"] = cached_features(f"color_transfer_at_size:{a.size}:" + names_key,
                                                           lambda: extractor(color_transfer(x, mean, std)
                                                                             for x in at_size(photos)), cache)
-        base[f"paintings_at_size"] = cached_features(f"paintings_at_size:{a.size}:{wkey}{data.resolve()}",
+        base["paintings_at_size"] = cached_features(f"paintings_at_size:{a.size}:{wkey}{data.resolve()}",
                                                      lambda: extractor(at_size(monets)), cache)
     baselines = {k: summarize(scores(v, real)) for k, v in base.items()}
     ref_id = baselines["identity_at_size" if a.size != 256 else "identity"]

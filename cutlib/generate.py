@@ -16,7 +16,7 @@ from PIL import Image
 
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_weights
 from .config import TrainConfig
-from .data import DataError, list_images, load_rgb, to_tensor, to_uint8
+from .data import list_images, load_rgb, to_tensor, to_uint8
 from .nets import build_generator
 
 SUBMISSION_MIN, SUBMISSION_MAX = 7_000, 10_000

@@ -6,7 +6,6 @@ Usage:  python -m cutlib.train [-f params/smoke.yaml] [--steps 100 --out_dir run
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time

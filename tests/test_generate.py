@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 
 from cutlib.checkpoint import CheckpointError, save_checkpoint
-from cutlib.data import list_images
 from cutlib.generate import (ZipValidationError, generate_zip, load_generator, plan_jobs, resolve_checkpoint,
                              validate_zip, write_zip)
 from cutlib.model import CUTModel

@@ -1,7 +1,6 @@
 """Fault injection for real: SIGKILLed processes, truncated and odd files, full disks, NaNs, overflows."""
 import errno
 import json
-import os
 import random
 import signal
 import subprocess
