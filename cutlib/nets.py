@@ -183,6 +183,21 @@ class PatchSampleMLP(nn.Module):
 
     def forward(self, feats: list[torch.Tensor], ids: list[torch.Tensor]) -> list[torch.Tensor]:
         """Returns per tap a (B, P, dim) tensor of unit vectors."""
+        if torch.is_grad_enabled():
+            return self._project(feats, ids)
+        # The PatchNCE keys go through this MLP under no_grad, inside the same autocast region as the
+        # queries that follow with grad. Up to torch 2.10 at least (Kaggle's), autocast caches the
+        # low-precision copy of each weight made under no_grad, without its autograd link, and hands it to
+        # the later call: the MLP then gets no gradient (fp16: GradScaler fails, "No inf checks were
+        # recorded"). So a no_grad call leaves autocast's weight cache alone.
+        cache = torch.is_autocast_cache_enabled()
+        torch.set_autocast_cache_enabled(False)
+        try:
+            return self._project(feats, ids)
+        finally:
+            torch.set_autocast_cache_enabled(cache)
+
+    def _project(self, feats: list[torch.Tensor], ids: list[torch.Tensor]) -> list[torch.Tensor]:
         out = []
         for f, idx, mlp in zip(feats, ids, self.mlps):
             # gather along the contiguous (B, C, H*W) layout: its backward writes into a plain

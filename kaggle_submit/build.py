@@ -3,7 +3,8 @@
 its kernel-metadata.json, and the Kaggle datasets it needs (FID Inception weights; a checkpoint).
 
     python -m kaggle_submit build --user NAME [--mode train-and-submit|submit-from-checkpoint]
-                                  [--checkpoint runs/x/ckpt/best.pt] [--params params/kaggle.yaml] [--out build/kaggle]
+                                  [--accelerator t4x2|p100|none] [--checkpoint runs/x/ckpt/best.pt]
+                                  [--params params/kaggle.yaml] [--out build/kaggle]
 
 Then:  kaggle datasets create -p build/kaggle/datasets/fid-weights   (once; and datasets/checkpoint if any)
        kaggle kernels push -p build/kaggle/notebook
@@ -15,6 +16,7 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -30,6 +32,31 @@ KERNEL_REQUIRED = ("id", "title", "code_file", "language", "kernel_type")
 COMPETITION = "gan-getting-started"
 FID_SLUG, CKPT_SLUG, KERNEL_SLUG = "cutlib-fid-weights", "cutlib-checkpoint", "cutlib-monet-cut"
 SOURCE_DIR = "/tmp/cutlib_src"  # where the notebook writes the package it carries
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    machine_shape: str | None  # kernel-metadata.json's machine_shape; None: no accelerator (CPU)
+    editor: str  # the name in the notebook editor's Settings > Accelerator menu
+    gpus: int
+    launch: dict  # hardware keys the built notebook gets instead of the params file's
+    note: str = ""  # printed by the build when this accelerator is chosen
+
+
+# Kaggle CLI docs (kaggle-cli PR #1198, 2026-09): machine_shape "NvidiaTeslaT4" is GPU T4 x2, the
+# editor's default GPU (a single T4 is not offered); a push without machine_shape has landed on a P100.
+# params/kaggle.yaml is written for T4 x2, so that entry changes nothing; the others replace nproc and amp.
+ACCELERATORS = {
+    "t4x2": Accelerator("NvidiaTeslaT4", "GPU T4 x2", 2, {}),
+    "p100": Accelerator("NvidiaTeslaP100", "GPU P100", 1, {"nproc": 1, "amp": "fp16"},
+                        "Kaggle's default image ships torch 2.10+cu128, which has no kernels for the P100 "
+                        "(sm_60): 01's training step fails with 'no kernel image' (kaggle-cli #1151)"),
+    "none": Accelerator(None, "None", 0, {"nproc": 1, "amp": "off"},
+                        "CPU only: for submit-from-checkpoint without GPU quota; generating 7,038 images "
+                        "took ~3 h on this project's 2-core CPU machine (bench/README.md), training is not "
+                        "worth it"),
+}
+DEFAULT_ACCELERATOR = "t4x2"
 
 
 def package_sources() -> dict[str, str]:
@@ -123,13 +150,52 @@ def dataset_metadata(user: str, slug: str, title: str) -> dict:
     return {"title": title, "id": f"{user}/{slug}", "licenses": [{"name": "other"}]}
 
 
+def notebook_parameter_names() -> set[str]:
+    """Every name the built notebook's parameters cell defines (the suite's three cells, merged)."""
+    suite = [nbbuild.sanity_notebook(), nbbuild.train_notebook(), nbbuild.generate_notebook()]
+    return {line.split(":", 1)[0].strip() for nb in suite for line in _cells_after_parameters(nb)[1]}
+
+
+def load_params(params_file: Path | None, accelerator: str) -> dict:
+    """The params file, checked against the notebook's parameters, with the accelerator's hardware keys."""
+    params = {}
+    if params_file:
+        params = yaml.safe_load(Path(params_file).read_text()) or {}
+        unknown = sorted(set(params) - notebook_parameter_names())
+        if unknown:  # a typo would otherwise be dropped without a word
+            raise SystemExit(f"{params_file}: unknown parameter(s) {unknown}; the notebook's parameters are "
+                             f"{sorted(notebook_parameter_names())}")
+    acc = ACCELERATORS[accelerator]
+    params.update(acc.launch)
+    nproc = params.get("nproc", 1)
+    if nproc > max(acc.gpus, 1):
+        raise SystemExit(f"{params_file}: nproc={nproc} but --accelerator {accelerator} ({acc.editor}) has "
+                         f"{acc.gpus} GPU(s); one rank per GPU")
+    return params
+
+
+def kernel_metadata(user: str, code_file: str, accelerator: str, dataset_ids: list[str]) -> dict:
+    acc = ACCELERATORS[accelerator]
+    meta = {
+        "id": f"{user}/{KERNEL_SLUG}", "title": KERNEL_SLUG, "code_file": code_file, "language": "python",
+        "kernel_type": "notebook", "is_private": True, "enable_gpu": acc.gpus > 0, "enable_internet": False,
+        "dataset_sources": dataset_ids, "competition_sources": [COMPETITION], "kernel_sources": [],
+    }
+    if acc.machine_shape:  # without it a GPU push has landed on a P100 (kaggle-cli #490, #821)
+        meta["machine_shape"] = acc.machine_shape
+    return meta
+
+
 def build(out: Path, user: str, mode: str = "train-and-submit", params_file: Path | None = None,
-          checkpoint: Path | None = None, weights: Path | None = None) -> dict:
+          checkpoint: Path | None = None, weights: Path | None = None,
+          accelerator: str = DEFAULT_ACCELERATOR) -> dict:
     if mode not in MODES:
         raise SystemExit(f"--mode {mode!r}: accepted values are {MODES}")
+    if accelerator not in ACCELERATORS:
+        raise SystemExit(f"--accelerator {accelerator!r}: accepted values are {tuple(ACCELERATORS)}")
     if mode == "submit-from-checkpoint" and not checkpoint:
         raise SystemExit("--mode submit-from-checkpoint needs --checkpoint PATH (e.g. runs/x/ckpt/best.pt)")
-    params = yaml.safe_load(Path(params_file).read_text()) if params_file else {}
+    params = load_params(params_file, accelerator)
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
@@ -152,15 +218,15 @@ def build(out: Path, user: str, mode: str = "train-and-submit", params_file: Pat
     nb_dir.mkdir(parents=True)
     code_file = f"{KERNEL_SLUG}.ipynb"
     (nb_dir / code_file).write_text(nbbuild.render(build_notebook(mode, params)))
-    meta = {
-        "id": f"{user}/{KERNEL_SLUG}", "title": KERNEL_SLUG, "code_file": code_file, "language": "python",
-        "kernel_type": "notebook", "is_private": True, "enable_gpu": True, "enable_internet": False,
-        "dataset_sources": [f"{user}/{slug}" for slug in datasets], "competition_sources": [COMPETITION],
-        "kernel_sources": [],
-    }
+    meta = kernel_metadata(user, code_file, accelerator, [f"{user}/{slug}" for slug in datasets])
     (nb_dir / "kernel-metadata.json").write_text(json.dumps(meta, indent=1))
     sizes = {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
-    return {"out": str(out), "mode": mode, "files": sizes, "total_mb": round(sum(sizes.values()) / 2**20, 1),
+    acc = ACCELERATORS[accelerator]
+    return {"out": str(out), "mode": mode,
+            "accelerator": {"name": accelerator, "editor": acc.editor, "machine_shape": acc.machine_shape,
+                            "nproc": params.get("nproc", 1), "amp": params.get("amp", "auto"),
+                            **({"note": acc.note} if acc.note else {})},
+            "files": sizes, "total_mb": round(sum(sizes.values()) / 2**20, 1),
             "push": [f"kaggle datasets create -p {d}" for d in datasets.values()] +
                     [f"kaggle kernels push -p {nb_dir}"]}
 
@@ -171,12 +237,17 @@ def main(argv=None) -> int:
     ap.add_argument("command", choices=["build"])
     ap.add_argument("--user", default=os.environ.get("KAGGLE_USERNAME", "YOUR_KAGGLE_USERNAME"))
     ap.add_argument("--mode", default="train-and-submit", choices=MODES)
+    ap.add_argument("--accelerator", default=DEFAULT_ACCELERATOR, choices=list(ACCELERATORS),
+                    help="t4x2: GPU T4 x2, both GPUs (default); p100: GPU P100, one GPU; none: CPU only")
     ap.add_argument("--params", default=str(ROOT / "params" / "kaggle.yaml"))
     ap.add_argument("--checkpoint", help="for submit-from-checkpoint: a .pt from a run (best.pt, latest.pt)")
     ap.add_argument("--out", default="build/kaggle")
     a = ap.parse_args(argv)
-    result = build(Path(a.out), a.user, a.mode, Path(a.params), Path(a.checkpoint) if a.checkpoint else None)
+    result = build(Path(a.out), a.user, a.mode, Path(a.params), Path(a.checkpoint) if a.checkpoint else None,
+                   accelerator=a.accelerator)
     print(json.dumps(result, indent=1))
+    if "note" in result["accelerator"]:
+        print(f"note: --accelerator {a.accelerator}: {result['accelerator']['note']}", file=sys.stderr)
     if a.user == "YOUR_KAGGLE_USERNAME":
         print("note: set --user (or KAGGLE_USERNAME) to your Kaggle user name before pushing", file=sys.stderr)
     return 0

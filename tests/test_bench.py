@@ -29,6 +29,13 @@ def test_generate_bench(tmp_path):
     assert out["images"] == 16 and 0 < out["pipeline_efficiency"] < 5
 
 
+def test_kaggle_budget_bench(tmp_path):
+    out = run_bench("kaggle_budget.py", tmp_path)
+    assert out["world_size"] == 2 and out["steps"] == 6 and len(out["launch_to_ranks_s"]) == 2
+    assert out["seconds_per_step"] > 0 and out["checkpoint_mb"] > 0 and out["loader_pairs_per_s"] > 0
+    assert 0 < out["expected_steps"] < out["budget_hours"] * 3600 / out["seconds_per_step"]
+
+
 @pytest.mark.slow
 def test_quality_bench_runs_configurations_side_by_side(tmp_path):
     out = run_bench("quality.py", tmp_path, "--out", str(tmp_path / "q"), "--run", "plain:",

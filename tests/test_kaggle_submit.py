@@ -1,10 +1,12 @@
 """kaggle_submit: build the bundle, run the built notebook against a fake /kaggle/input tree."""
+import ast
 import json
 from pathlib import Path
 
 import pytest
 
 from cutlib import nbbuild
+from cutlib.checkpoint import load_checkpoint
 from cutlib.config import load_yaml
 from cutlib.data import make_demo_data
 from cutlib.generate import validate_zip
@@ -39,6 +41,38 @@ def test_metadata_has_what_the_kaggle_cli_requires(tmp_path):
     assert r["push"][-1].startswith("kaggle kernels push -p ")
 
 
+def _notebook_params(bundle: Path) -> dict:
+    import papermill
+
+    nb = next((bundle / "notebook").glob("*.ipynb"))
+    return {k: ast.literal_eval(v["default"]) for k, v in papermill.inspect_notebook(str(nb)).items()}
+
+
+@pytest.mark.parametrize("accelerator, shape, gpu, nproc, amp", [
+    ("t4x2", "NvidiaTeslaT4", True, 2, "fp16"),  # the default: both T4s, fp16 (params/kaggle.yaml)
+    ("p100", "NvidiaTeslaP100", True, 1, "fp16"),
+    ("none", None, False, 1, "off"),
+])
+def test_accelerator_sets_machine_shape_and_the_notebooks_launch(tmp_path, accelerator, shape, gpu, nproc, amp):
+    kw = {} if accelerator == "t4x2" else {"accelerator": accelerator}  # t4x2 must be what you get unasked
+    r = build(tmp_path / "kb", "tester", params_file=ROOT / "params/kaggle.yaml", **kw)
+    meta = json.loads((tmp_path / "kb/notebook/kernel-metadata.json").read_text())
+    assert meta.get("machine_shape") == shape and meta["enable_gpu"] is gpu
+    params = _notebook_params(tmp_path / "kb")
+    assert (params["nproc"], params["amp"]) == (nproc, amp)
+    assert (r["accelerator"]["nproc"], r["accelerator"]["amp"]) == (nproc, amp)
+
+
+def test_params_file_errors_name_the_file_and_the_key(tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("nproc: 2\ntime_budget_hour: 4.0\n")
+    with pytest.raises(SystemExit, match=r"typo.yaml: unknown parameter\(s\) \['time_budget_hour'\]"):
+        build(tmp_path / "kb", "tester", params_file=bad)
+    bad.write_text("nproc: 4\n")
+    with pytest.raises(SystemExit, match=r"typo.yaml: nproc=4 .*t4x2 \(GPU T4 x2\) has 2 GPU"):
+        build(tmp_path / "kb", "tester", params_file=bad)
+
+
 def _run_on_fake_kaggle(tmp_path, bundle, extra):
     import papermill
 
@@ -57,12 +91,41 @@ def _run_on_fake_kaggle(tmp_path, bundle, extra):
     return working, text
 
 
+def _rank0_summary(text: str) -> dict:
+    """Rank 0's summary line, streamed into the notebook's output by the launcher (02's `summary` cell
+    shows nothing in the bundle: it sits under the train-and-submit guard)."""
+    lines = [line for line in text.splitlines() if line.startswith("{") and '"world_size"' in line]
+    assert len(lines) == 1, lines  # rank 0 alone reports
+    return json.loads(lines[0])
+
+
 @pytest.mark.slow
-def test_train_and_submit_notebook_runs_on_a_fake_kaggle_tree(tmp_path, monkeypatch):
+def test_t4x2_notebook_trains_on_two_ranks_in_fp16_then_generates(tmp_path, monkeypatch):
+    """The default bundle as Kaggle's GPU T4 x2 runs it, on CPU: nproc 2 and amp fp16 come from
+    params/kaggle.yaml (the test does not set them), so 02 starts torchrun (gloo here, NCCL there) from
+    the notebook, and 03 generates in the notebook's own process afterwards."""
     monkeypatch.setenv("CUTLIB_CACHE_DIR", str(tmp_path / "cache"))
     bundle = Path(build(tmp_path / "kb", "tester", params_file=ROOT / "params/kaggle.yaml")["out"])
-    working, text = _run_on_fake_kaggle(tmp_path, bundle, {})
-    assert (working / "run/ckpt/latest.pt").is_file() and "OVERALL: PASS" in text
+    assert {k: v for k, v in _notebook_params(bundle).items() if k in ("nproc", "amp")} == {"nproc": 2, "amp": "fp16"}
+    steps, log_every = 8, 4
+    working, text = _run_on_fake_kaggle(tmp_path, bundle, {"steps": steps, "log_every": log_every,
+                                                           "ckpt_every": 4, "eval_every": 8})
+    assert "OVERALL: PASS" in text
+    for rank in (0, 1):  # each rank ran the copy the notebook carries, and got the launch time
+        assert f"rank {rank}/2: cutlib from /tmp/cutlib_src/cutlib/__init__.py, " in text
+    summary = _rank0_summary(text)
+    assert (summary["world_size"], summary["step"], summary["amp"]) == (2, steps, "float16")
+    ckpt = load_checkpoint(working / "run/ckpt/latest.pt")
+    assert ckpt["step"] == steps and ckpt["scaler_G"]["scale"] > 1  # fp16 loss scaling (1.0 when off)
+    # Both ranks trained: images_per_s counts the images of every rank over a log interval, and the
+    # interval's length is the difference of the lines' times, so images per step = the effective batch.
+    logs = [json.loads(x) for x in (working / "run/metrics.jsonl").read_text().splitlines()]
+    train_logs = [r for r in logs if not r.get("eval")]
+    assert [r["step"] for r in train_logs] == list(range(log_every, steps + 1, log_every))
+    a, b = train_logs[-2:]
+    effective_batch = b["images_per_s"] * (b["time"] - a["time"]) / (b["step"] - a["step"])
+    assert effective_batch == pytest.approx(2 * 1, rel=0.25)  # batch_size 1 x 2 ranks (1 rank: 1.0)
+    assert any(r.get("eval") for r in logs)  # rank 0's in-training MiFID ran
 
 
 @pytest.mark.slow
@@ -73,7 +136,7 @@ def test_submit_from_checkpoint_notebook_generates_without_training(tmp_path, ti
     cfg = tiny_cfg(steps=2, sample_every=0)
     train(cfg, progress=False)
     bundle = Path(build(tmp_path / "kb", "tester", "submit-from-checkpoint", ROOT / "params/kaggle.yaml",
-                        Path(cfg.out_dir) / "ckpt/latest.pt")["out"])
+                        Path(cfg.out_dir) / "ckpt/latest.pt", accelerator="none")["out"])  # CPU is enough
     assert (bundle / "datasets/checkpoint/model.pt").stat().st_size < (Path(cfg.out_dir) / "ckpt/latest.pt").stat().st_size
     working, _ = _run_on_fake_kaggle(tmp_path, bundle, {"checkpoint": str(bundle / "datasets/checkpoint/model.pt")})
     assert not (working / "run/ckpt").exists()  # no training happened

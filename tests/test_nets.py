@@ -69,3 +69,20 @@ def test_residual_output_generator_starts_as_the_identity():
     torch.testing.assert_close(G(x), x.clamp(-0.999, 0.999), atol=1e-5, rtol=0)
     G(x).sub(x.flip(3)).abs().mean().backward()  # a loss the identity does not minimise
     assert G.decoder[-1].weight.grad.abs().sum() > 0  # so the change can grow from zero
+
+
+def test_mlp_keys_under_no_grad_leave_the_queries_a_gradient_under_autocast():
+    # The PatchNCE pattern: keys through F under no_grad, then queries through F with grad, in one
+    # autocast region. torch <= 2.10 (Kaggle's) reused the key call's cached weight casts, which carry no
+    # autograd link: F got no gradient. Only the CI step on the torch floor can see this fail.
+    F = PatchSampleMLP([8, 4], dim=16)
+    feats = [torch.randn(2, 8, 4, 4), torch.randn(2, 4, 4, 4)]
+    ids = F.sample_ids(feats, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad():
+            keys = F(feats, ids)
+        queries = F(feats, ids)
+        loss = sum((q * k).sum() for q, k in zip(queries, keys)).float()
+    assert torch.is_autocast_cache_enabled()  # the no_grad call put the setting back
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in F.parameters())
