@@ -90,7 +90,7 @@ Ends with a PASS/FAIL table (the notebook fails if any check fails). Parameters 
         _code("show(report.data())  # rows: photo | painting"),
         _code("report.networks()"),
         _code("show(report.training_step())  # photo | output after one step"),
-        _code("print(report.summary())"),
+        _code("report.summary()  # the PASS/FAIL table; an error if any check failed"),
     ])
 
 
