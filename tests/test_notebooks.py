@@ -4,6 +4,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import nbformat
 import pytest
 from PIL import Image
 
@@ -23,6 +24,8 @@ def params_of(name):
 def test_stored_notebooks_are_current_and_without_outputs(name):
     stored = (NOTEBOOK_DIR / name).read_text()
     assert stored == render(NOTEBOOKS[name]()), f"run `python -m cutlib.nbbuild` to rebuild {name}"
+    # byte for byte what Jupyter writes when it saves the notebook unedited (no diff from opening it)
+    assert stored == nbformat.writes(nbformat.reads(stored, as_version=4)) + "\n"
     nb = json.loads(stored)
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(not c["outputs"] and c["execution_count"] is None for c in code)
