@@ -1,10 +1,11 @@
 # Two commands on a fresh machine:  `make demo` (main job on built-in demo data)  and  `make test`.
+# `make lab`: the same install plus JupyterLab, then JupyterLab on this venv's kernel with notebooks/ open.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= runs/demo
 DATA ?= demo
 
-.PHONY: install demo test bench kaggle clean
+.PHONY: install demo lab test bench kaggle clean
 
 install: $(VENV)/.installed
 
@@ -15,8 +16,16 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
+# JupyterLab and ipywidgets (requirements-lab.txt)
+$(VENV)/.installed-lab: $(VENV)/.installed requirements-lab.txt
+	$(PY) -m pip install -q -r requirements-lab.txt
+	touch $@
+
 demo: install
 	$(PY) -m cutlib.suite -f params/demo.yaml --out $(OUT) --data $(DATA)
+
+lab: $(VENV)/.installed-lab
+	$(PY) -m cutlib.lab $(LAB_ARGS)
 
 test: install
 	$(PY) -m pytest -q tests
@@ -28,4 +37,4 @@ bench: install
 	$(PY) bench/train_step.py --quick
 
 clean:
-	rm -rf runs build .pytest_cache
+	rm -rf runs build .pytest_cache notebooks/.ipynb_checkpoints
