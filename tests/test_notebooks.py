@@ -82,6 +82,9 @@ def test_suite_runs_end_to_end_on_demo_data(suite_env):
     executed = json.loads((out / "executed/02_train.ipynb").read_text())
     images = [o for c in executed["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 2  # the loss curves and the MiFID curve
+    stderr = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", [])
+                     if o.get("name") == "stderr")
+    assert "train: 100%" in stderr  # a text bar, which papermill's log streams, though make test has ipywidgets
     sanity = json.loads((out / "executed/01_sanity.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) for c in sanity["cells"] for o in c.get("outputs", []))
     assert "OVERALL: PASS" in text and "ETA" in text
