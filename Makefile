@@ -16,9 +16,13 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-# JupyterLab and ipywidgets (requirements-lab.txt)
+# JupyterLab and ipywidgets (requirements-lab.txt), then the browser test's driver (requirements-test.txt)
 $(VENV)/.installed-lab: $(VENV)/.installed requirements-lab.txt
 	$(PY) -m pip install -q -r requirements-lab.txt
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-lab requirements-test.txt
+	$(PY) -m pip install -q -r requirements-test.txt
 	touch $@
 
 demo: install
@@ -27,7 +31,7 @@ demo: install
 lab: $(VENV)/.installed-lab
 	$(PY) -m cutlib.lab $(LAB_ARGS)
 
-test: install
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
 
 kaggle: install
