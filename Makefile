@@ -1,4 +1,5 @@
 # Two commands on a fresh machine:  `make demo` (main job on built-in demo data)  and  `make test`.
+# `make lab`: the same install plus JupyterLab, then JupyterLab on this venv's kernel with notebooks/ open.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= runs/demo
@@ -9,7 +10,7 @@ TORCH_FLOOR := $(shell sed -n 's/^torch>=\([0-9][0-9.]*\).*/\1/p' requirements.t
 FLOOR_VENV ?= .venv-floor
 FLOOR_PY := $(FLOOR_VENV)/bin/python
 
-.PHONY: install demo test test-floor bench kaggle clean
+.PHONY: install demo lab test test-floor bench kaggle clean
 
 install: $(VENV)/.installed
 
@@ -20,10 +21,22 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
+# JupyterLab and ipywidgets (requirements-lab.txt), then the browser test's driver (requirements-test.txt)
+$(VENV)/.installed-lab: $(VENV)/.installed requirements-lab.txt
+	$(PY) -m pip install -q -r requirements-lab.txt
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-lab requirements-test.txt
+	$(PY) -m pip install -q -r requirements-test.txt
+	touch $@
+
 demo: install
 	$(PY) -m cutlib.suite -f params/demo.yaml --out $(OUT) --data $(DATA)
 
-test: install
+lab: $(VENV)/.installed-lab
+	$(PY) -m cutlib.lab $(LAB_ARGS)
+
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
 
 # The tests whose outcome depends on torch, on the torch floor (CI runs this after `make test`): the
@@ -64,4 +77,4 @@ bench: install
 	$(PY) bench/train_step.py --quick
 
 clean:
-	rm -rf runs build .pytest_cache
+	rm -rf runs build .pytest_cache notebooks/.ipynb_checkpoints

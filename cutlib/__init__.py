@@ -11,6 +11,13 @@ if "ipykernel" in _sys.modules:
 
     # Without ipywidgets, tqdm.auto falls back to a text bar (what papermill logs want); say nothing.
     _warnings.filterwarnings("ignore", message="IProgress not found")
+    if _os.environ.get("CUTLIB_TEXT_PROGRESS"):
+        # Set by cutlib.suite for papermill's kernels: with ipywidgets installed (make lab, make test) tqdm.auto
+        # draws widget bars, which papermill's log shows only in their first state ("0%"); text bars stream.
+        import tqdm.auto as _tqdm_auto
+        import tqdm.std as _tqdm_std
+
+        _tqdm_auto.tqdm = _tqdm_std.tqdm
 from .config import ConfigError, TrainConfig
 from .data import DataError, make_demo_data
 from .checkpoint import CheckpointError

@@ -69,9 +69,13 @@ def _code(text, tags=()):
 def _notebook(cells):
     for i, c in enumerate(cells):  # nbformat 4.5 wants ids; stable ones keep the stored files diff-free
         c["id"] = f"cell-{i}"
-    return {"cells": cells, "metadata": {
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+    return {"cells": cells, "metadata": notebook_metadata(), "nbformat": 4, "nbformat_minor": 5}
+
+
+def notebook_metadata() -> dict:
+    """The suite's notebook-level metadata: any python3 kernel, no machine's Python version."""
+    return {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"}}
 
 
 def _params_cell(lines):
@@ -90,7 +94,7 @@ Ends with a PASS/FAIL table (the notebook fails if any check fails). Parameters 
         _code("show(report.data())  # rows: photo | painting"),
         _code("report.networks()"),
         _code("show(report.training_step())  # photo | output after one step"),
-        _code("print(report.summary())"),
+        _code("report.summary()  # the PASS/FAIL table; an error if any check failed"),
     ])
 
 
@@ -147,7 +151,9 @@ NOTEBOOKS = {"01_sanity.ipynb": sanity_notebook, "02_train.ipynb": train_noteboo
 
 
 def render(nb) -> str:
-    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+    # Byte for byte what Jupyter writes (nbformat: sorted keys, indent 1, newline at the end), so that saving
+    # an unedited notebook from JupyterLab leaves the stored file as it is.
+    return json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
 
 def build(out_dir: Path = NOTEBOOK_DIR) -> list[Path]:

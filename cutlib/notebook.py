@@ -12,6 +12,12 @@ from .data import DataError
 class NotebookError(RuntimeError):
     """What a notebook run failed on, in one readable line (papermill shows it as the failure reason)."""
 
+    def _render_traceback_(self) -> list[str]:
+        # IPython's hook for an exception that draws its own traceback. Without it JupyterLab showed ~25 red
+        # lines, the source of friendly_errors and of contextlib around them, above the one line that says
+        # what is wrong; the message names the field or file, the frames are only plumbing.
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]
+
 
 def config_from(namespace: dict, **overrides) -> TrainConfig:
     """TrainConfig from the notebook's parameters: every config field found in `namespace`."""

@@ -124,12 +124,12 @@ class Report:
         w = max(len(r[0]) for r in self.rows)
         return "\n".join(f"{name:<{w}}  {status}  {detail}" for name, status, detail in self.rows)
 
-    def summary(self) -> str:
+    def summary(self) -> None:
+        """Prints the PASS/FAIL table, then raises if a check failed. Returns nothing, so that the notebook
+        cell calling it shows the table once (it printed twice under `print(report.summary())`)."""
         failed = [r[0] for r in self.rows if r[1] == "FAIL"]
-        text = self.table() + f"\n\nOVERALL: {'FAIL (' + ', '.join(failed) + ')' if failed else 'PASS'}"
-        print(text)
+        print(self.table() + f"\n\nOVERALL: {'FAIL (' + ', '.join(failed) + ')' if failed else 'PASS'}")
         if failed:
             from .notebook import NotebookError
 
             raise NotebookError(f"sanity checks failed: {', '.join(failed)}")
-        return text

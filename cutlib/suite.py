@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .config import ConfigError, load_yaml
@@ -40,13 +42,29 @@ def run_suite(params: dict, out: Path, notebook_dir: Path = NOTEBOOK_DIR, only: 
     per_nb = split_params(params, [notebook_dir / n for n in names])
     (out / "executed").mkdir(parents=True, exist_ok=True)
     timings = {}
-    for nb, p in per_nb.items():
-        t0 = time.time()
-        print(f"== {nb.name} {json.dumps(p)}", flush=True)
-        papermill.execute_notebook(str(nb), str(out / "executed" / nb.name), parameters=p, kernel_name="python3",
-                                   cwd=str(Path.cwd()), progress_bar=False, log_output=True)
-        timings[nb.name] = round(time.time() - t0, 1)
+    with _text_progress_in_kernels():
+        for nb, p in per_nb.items():
+            t0 = time.time()
+            print(f"== {nb.name} {json.dumps(p)}", flush=True)
+            papermill.execute_notebook(str(nb), str(out / "executed" / nb.name), parameters=p,
+                                       kernel_name="python3", cwd=str(Path.cwd()), progress_bar=False,
+                                       log_output=True)
+            timings[nb.name] = round(time.time() - t0, 1)
     return {"out": str(out), "zip": str(out / "images.zip"), "seconds": timings}
+
+
+@contextmanager
+def _text_progress_in_kernels():
+    """Kernels started meanwhile (they inherit this environment) draw text progress bars: see cutlib/__init__."""
+    old = os.environ.get("CUTLIB_TEXT_PROGRESS")
+    os.environ["CUTLIB_TEXT_PROGRESS"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["CUTLIB_TEXT_PROGRESS"]
+        else:
+            os.environ["CUTLIB_TEXT_PROGRESS"] = old
 
 
 def main(argv=None) -> int:

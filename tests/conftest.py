@@ -45,3 +45,11 @@ def _no_warning_noise():
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (item.rep_setup, rep_call), for fixtures that act on failure."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
