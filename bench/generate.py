@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cutlib.data import eval_image, list_images, make_demo_data  # noqa: E402
 from cutlib.generate import translate_files, validate_zip, write_zip  # noqa: E402
+from cutlib.model import native_bf16  # noqa: E402
 from cutlib.nets import Generator, init_weights  # noqa: E402
 
 
@@ -48,7 +49,7 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
         if a.channels_last:
             G = G.to(memory_format=torch.channels_last)
-        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        amp = torch.bfloat16 if native_bf16() else torch.float16
 
     # generator forward alone, inputs already decoded and on the device
     x = torch.stack([eval_image(f, a.size) for f in files[:512]]).to(device)

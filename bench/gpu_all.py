@@ -23,6 +23,7 @@ sys.path.insert(0, str(BENCH.parent))
 import generate as generate_bench  # noqa: E402
 import train_step  # noqa: E402
 from cutlib.config import TrainConfig  # noqa: E402
+from cutlib.model import native_bf16  # noqa: E402
 
 
 def emit(rec: dict, sink: list) -> None:
@@ -62,7 +63,7 @@ def main(argv=None):
 
     # Most telling first, so a time limit only cuts the tail: the batch-1 step in bf16 (eager, graph, in
     # both layouts), the official step, batch 8, the other dtypes, generation, then the rest.
-    amp0 = "bf16" if device.type != "cuda" or torch.cuda.is_bf16_supported() else "fp16"
+    amp0 = "bf16" if device.type != "cuda" or native_bf16() else "fp16"
     graph_on = "on" if device.type == "cuda" else "auto"
     timed = {}
     probes = [("eager, channels_last", dict(cuda_graph="off", channels_last=True)),
@@ -84,7 +85,7 @@ def main(argv=None):
     def matrix(batches, amps, graphs, profile_b8=False):
         for batch in batches:
             for amp in amps:
-                if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+                if amp == "bf16" and device.type == "cuda" and not native_bf16():
                     continue
                 for graph in graphs:
                     step_record(base.replace(amp=amp, batch_size=batch, cuda_graph=graph, channels_last=cl),

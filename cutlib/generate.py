@@ -17,6 +17,7 @@ from PIL import Image
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_weights
 from .config import TrainConfig
 from .data import list_images, load_rgb, to_tensor, to_uint8
+from .model import resolve_amp
 from .nets import build_generator
 
 SUBMISSION_MIN, SUBMISSION_MAX = 7_000, 10_000
@@ -226,7 +227,7 @@ def generate_zip(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, zi
     if target < min_count:
         print(f"warning: only {target} images (< {min_count}) with top_up=False: not a valid submission",
               file=sys.stderr)
-    amp = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if dev.type == "cuda" else None
+    amp = resolve_amp("auto", dev)  # bf16 where the GPU has it natively, fp16 on a T4 or P100, fp32 on CPU
     translated = translate_files(G, candidates, gen_size, 256, batch_size, dev, amp, num_workers, progress,
                                  limit=target)
     stream = ((entry_name(candidates[i]), img) for i, img in translated)

@@ -41,10 +41,19 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
     if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16() else torch.float16
     if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("amp='bf16': this GPU has no bf16 support; accepted here: 'fp16', 'off', 'auto'")
     return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def native_bf16() -> bool:
+    """bf16 in hardware: a T4 (sm_75) reports bf16 support because it can emulate it, far slower than its
+    fp16 tensor cores, so 'auto' must not pick bf16 there."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch without the argument: it reports hardware support only
+        return torch.cuda.is_bf16_supported()
 
 
 def resolve_cuda_graph(mode: str, device: torch.device, world: int) -> bool:
@@ -149,13 +158,18 @@ class CUTModel:
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
-    def _clip_and_step(self, opts, params, clip, scaler, which: str) -> None:
-        """Unscale, clip, and step unless the gradient is non-finite (then count a skip). Under DDP the
-        gradients are already averaged, so every rank takes the same decision."""
+    def _clip_and_step(self, opts, clip, scaler, which: str) -> None:
+        """Unscale, clip, and step each optimizer unless its gradient is non-finite (then count a skip of
+        the first, the network's). Each optimizer clips its own gradients: one norm shared by G and the MLP
+        carried G's NaN into the MLP's gradients after GradScaler had found them finite, and the MLP then
+        stepped on NaN (fp16, the first steps of a residual_output G). Under DDP the gradients are
+        already averaged, so every rank takes the same decision."""
         for opt in opts:
             scaler.unscale_(opt)
-        norm = clip_grad_norm_(params, clip if clip > 0 else math.inf)
-        self._skips[0 if which == "d" else 1] += (~torch.isfinite(norm)).long()
+        for i, opt in enumerate(opts):
+            norm = clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip if clip > 0 else math.inf)
+            if i == 0:
+                self._skips[0 if which == "d" else 1] += (~torch.isfinite(norm)).long()
         for opt in opts:
             scaler.step(opt)  # skipped when unscale_ found inf/NaN
         if self.loss_scaling:
@@ -269,7 +283,7 @@ class CUTModel:
                 real_logits = self.D_train(real_in)
             r1 = losses.r1_penalty(real_logits, real_in)
             self.scaler_D.scale(0.5 * cfg.r1_weight * cfg.r1_every * r1).backward()
-        self._clip_and_step([self.opt_D], self.D.parameters(), cfg.grad_clip_d, self.scaler_D, "d")
+        self._clip_and_step([self.opt_D], cfg.grad_clip_d, self.scaler_D, "d")
 
         # --- G + MLP step (D frozen and unwrapped: no weight gradients for it) ---
         self.D.requires_grad_(False)
@@ -281,8 +295,7 @@ class CUTModel:
         self.opt_G.zero_grad(set_to_none=True)
         self.opt_F.zero_grad(set_to_none=True)
         self.scaler_G.scale(g_loss).backward()
-        params = list(self.G.parameters()) + list(self.F.parameters())
-        self._clip_and_step([self.opt_G, self.opt_F], params, cfg.grad_clip_g, self.scaler_G, "g")
+        self._clip_and_step([self.opt_G, self.opt_F], cfg.grad_clip_g, self.scaler_G, "g")
         if self.rank == 0:  # only rank 0 evaluates and saves, so only it needs the average
             self.ema.update(self.G, self.ema_weight)
         return torch.stack([d_loss, g_loss, g_adv, nce, identity, r1]).detach().float()

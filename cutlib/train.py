@@ -16,6 +16,7 @@ import torch
 from .checkpoint import link_atomic, load_checkpoint, prune_numbered, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import UnpairedDataset, eval_image, make_demo_data, scan_images
+from .launch import BUDGET_START_ENV
 from .distributed import all_ranks_any, barrier, broadcast_from_rank0, rank_mean, rank_world
 from .model import LOSS_KEYS, CUTModel, resolve_amp, resolve_device
 from .schedule import lr_factor_at
@@ -105,6 +106,10 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
     rank 0 alone logs, samples, evaluates and checkpoints. `clock` (seconds) drives the time budget and
     the time lr schedule; tests pass a fake one."""
     t_start = clock()
+    # Under the notebook launcher the budget started when 02 launched torchrun (Kaggle counts the session,
+    # not this rank's start-up): it passes that wall time down.
+    launched = os.environ.get(BUDGET_START_ENV)
+    t_budget = t_start - max(0.0, time.time() - float(launched)) if launched else t_start
     rank, world = rank_world()
     device = resolve_device(cfg)
     if device.type == "cuda" and world > 1:
@@ -179,7 +184,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
     metrics_file = open(out / "metrics.jsonl", "a") if rank == 0 else None
     try:
         for photo, monet in loader:
-            lr = model.set_lr(lr_factor_at(model.step, clock() - t_start, cfg))
+            lr = model.set_lr(lr_factor_at(model.step, clock() - t_budget, cfg))
             pending.append((model.step, model.train_step(photo, monet)))
             steps_since_log += 1
             bar.update(1)
@@ -192,7 +197,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
                 check_finite(pending)  # losses are read back only here: no host sync inside the step
                 means = rank_mean(torch.stack([torch.stack([v[k] for _, v in pending]).float().mean()
                                                 for k in LOSS_KEYS]), world).tolist()
-                rec = {"step": model.step, "time": round(now - t_start, 3), "lr": lr,
+                rec = {"step": model.step, "time": round(now - t_start, 3), "lr": lr, "batch": b * world,
                        "images_per_s": round(steps_since_log * b * world / max(now - t_log, 1e-9), 3),
                        **dict(zip(LOSS_KEYS, means)), **{f"skipped_{k}": v for k, v in model.skipped.items()}}
                 if metrics_file:
@@ -221,7 +226,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
                 break
             if cfg.time_budget_hours:
                 # Stop while one more (worst-case) step plus a checkpoint still fits in the budget.
-                left = cfg.time_budget_hours * 3600 - (clock() - t_start)
+                left = cfg.time_budget_hours * 3600 - (clock() - t_budget)
                 if all_ranks_any(left < 2 * step_time_max + 2 * ckpt_seconds + 1.0, device, world):
                     stop_reason = "time_budget"
                     break

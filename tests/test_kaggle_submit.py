@@ -80,7 +80,7 @@ def _run_on_fake_kaggle(tmp_path, bundle, extra):
     working = tmp_path / "working"
     smoke = {k: v for k, v in load_yaml(ROOT / "params/smoke.yaml").items() if k != "data"}
     params = {**smoke, "data": str(kaggle_input), "out_dir": str(working / "run"), "run_dir": str(working / "run"),
-              "zip_path": str(working / "images.zip"), "time_budget_hours": 0.0,
+              "zip_path": str(working / "images.zip"), "time_budget_hours": 0.0, "lr_schedule": "steps",  # a few steps, no budget
               "fid_weights": str(bundle / "datasets/fid-weights/default_1.pt"), **extra}
     nb = next((bundle / "notebook").glob("*.ipynb"))
     executed = papermill.execute_notebook(str(nb), str(tmp_path / "executed.ipynb"), parameters=params,

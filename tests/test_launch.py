@@ -29,9 +29,6 @@ def test_more_ranks_than_gpus_is_an_error_naming_nproc(tiny_cfg, monkeypatch):
     check_gpus(tiny_cfg(device="cpu"), 4)  # gloo on CPU: any number of ranks
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: train() counts time_budget_hours from its own start; it "
-                   "should count from CUTLIB_BUDGET_START when the launcher sets it (loop change pending). "
-                   "Remove this marker when it does.")
 def test_time_budget_counts_from_the_launch_not_from_train(tiny_cfg, monkeypatch):
     from cutlib.train import train
 

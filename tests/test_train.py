@@ -65,6 +65,21 @@ def test_nonfinite_gradient_skips_that_step_and_is_counted(tiny_cfg):
     assert any(not torch.equal(a, b) for a, b in zip(g_before, m.G.parameters()))  # G stepped
 
 
+def test_a_nonfinite_generator_gradient_skips_g_without_poisoning_the_mlp(tiny_cfg):
+    """G and the MLP step in the same G step; G's NaN must not reach the MLP's gradients through a shared
+    clipping norm (it did: the MLP's weights became NaN, and every later PatchNCE loss with them)."""
+    m = CUTModel(tiny_cfg())
+    g_before = [p.detach().clone() for p in m.G.parameters()]
+    hook = next(m.G.parameters()).register_hook(lambda g: torch.full_like(g, float("nan")))
+    m.train_step(*_batch(m.cfg))
+    hook.remove()
+    assert m.skipped == {"d": 0, "g": 1}
+    assert all(torch.equal(a, b) for a, b in zip(g_before, m.G.parameters()))  # G skipped
+    assert all(torch.isfinite(p).all() for p in m.F.parameters())
+    out = m.train_step(*_batch(m.cfg, seed=1))
+    assert all(torch.isfinite(v) for v in out.values())
+
+
 def test_end_to_end_run_writes_checkpoints_samples_metrics(tiny_cfg):
     cfg = tiny_cfg(image_size=64, load_size=72, steps=4, sample_every=2, ckpt_every=2, keep_ckpts=1)
     summary = train(cfg, progress=False)
