@@ -7,14 +7,19 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-def assert_trained_alike(a: dict, b: dict, lr: float, steps: int) -> None:
+def assert_trained_alike(a: dict, b: dict, lr: float, steps: int, mean_tol: float = 2e-6) -> None:
     """Two state dicts trained on the same data by two computations of the same math (DDP vs one process,
     compiled or graph-replayed vs eager) agree up to summation order. Adam divides by sqrt(v): a weight
     whose gradient is at float-noise level moves by about lr per step in a direction set by that noise,
-    so two runs can part by up to 2 lr per step there. Bound the max by that and the mean tightly."""
+    so two runs can part by up to 2 lr per step there. Bound the max by that and the mean tightly: a wrong
+    gradient moves most weights by about lr per step, a mean near 1e-4."""
     diff = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a])
     assert diff.max() <= 2 * steps * lr * 1.01, float(diff.max())
-    assert diff.mean() < 2e-6, float(diff.mean())  # over the whole net: biases before a norm get noise only
+    # The mean over weight matrices and kernels only: a conv bias right before an InstanceNorm has a
+    # gradient of exactly zero in theory, so all of it is float noise and every such bias moves by a
+    # noise-signed lr per step in both runs.
+    weights = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a if a[k].dim() > 1])
+    assert weights.mean() < mean_tol, float(weights.mean())
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,7 +51,9 @@ def test_compiled_generator_trains_like_eager(tiny_cfg):
         b = compiled.train_step(photo, monet)
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-4)
-    assert_trained_alike(eager.G.state_dict(), compiled.G.state_dict(), eager.cfg.lr, steps=2)
+    # Inductor's fused kernels round differently from eager's, on many more near-zero gradients than a
+    # DDP all-reduce reorders: a few in a thousand weights take the other sign of their first Adam step
+    assert_trained_alike(eager.G.state_dict(), compiled.G.state_dict(), eager.cfg.lr, steps=2, mean_tol=1e-5)
 
 
 def test_nonfinite_gradient_skips_that_step_and_is_counted(tiny_cfg):
@@ -195,11 +198,12 @@ def test_time_schedule_decays_the_lr_to_zero_by_a_budget_stop_on_a_fake_clock(ti
                    ckpt_every=10**4, sample_every=0)
     summary = train(cfg, progress=False, clock=clock)
     assert summary["stop_reason"] == "time_budget" and summary["step"] > 5
-    lrs = [json.loads(x)["lr"] for x in open(f"{cfg.out_dir}/metrics.jsonl")]
+    lrs = [json.loads(x)["lr"] for x in Path(cfg.out_dir, "metrics.jsonl").read_text().splitlines()]
     assert lrs[0] == cfg.lr and lrs == sorted(lrs, reverse=True)
     assert lrs[-1] < 0.15 * cfg.lr  # the loop stops a reserve (two worst steps + a checkpoint) before 0
     plain = tiny_cfg(steps=10**4, time_budget_hours=budget_s / 3600, log_every=1, ckpt_every=10**4, sample_every=0,
                      out_dir=cfg.out_dir + "-steps")
     ticks = iter(range(10**6))
     train(plain, progress=False, clock=clock)
-    assert all(json.loads(x)["lr"] == cfg.lr for x in open(f"{plain.out_dir}/metrics.jsonl"))  # never decayed
+    assert all(json.loads(x)["lr"] == cfg.lr  # never decayed
+               for x in Path(plain.out_dir, "metrics.jsonl").read_text().splitlines())
