@@ -37,7 +37,7 @@ lab: $(VENV)/.installed-lab
 	$(PY) -m cutlib.lab $(LAB_ARGS)
 
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=12 tests
 
 # The tests whose outcome depends on torch, on the torch floor (CI runs this after `make test`): the
 # training step under every AMP mode, checkpoints, nets, the TorchScript Inception, generation, DDP on
