@@ -56,13 +56,17 @@ def test_compiled_generator_trains_like_eager(tiny_cfg):
     assert_trained_alike(eager.G.state_dict(), compiled.G.state_dict(), eager.cfg.lr, steps=2, mean_tol=1e-5)
 
 
+def _step_with_a_nan_gradient_in(m, net) -> None:
+    hook = next(net.parameters()).register_hook(lambda g: torch.full_like(g, float("nan")))
+    m.train_step(*_batch(m.cfg))
+    hook.remove()
+
+
 def test_nonfinite_gradient_skips_that_step_and_is_counted(tiny_cfg):
     m = CUTModel(tiny_cfg())
     d_before = [p.detach().clone() for p in m.D.parameters()]
     g_before = [p.detach().clone() for p in m.G.parameters()]
-    hook = next(m.D.parameters()).register_hook(lambda g: torch.full_like(g, float("nan")))
-    m.train_step(*_batch(m.cfg))
-    hook.remove()
+    _step_with_a_nan_gradient_in(m, m.D)
     assert m.skipped == {"d": 1, "g": 0}
     assert all(torch.equal(a, b) for a, b in zip(d_before, m.D.parameters()))  # D untouched
     assert any(not torch.equal(a, b) for a, b in zip(g_before, m.G.parameters()))  # G stepped
@@ -73,9 +77,7 @@ def test_a_nonfinite_generator_gradient_skips_g_without_poisoning_the_mlp(tiny_c
     clipping norm (it did: the MLP's weights became NaN, and every later PatchNCE loss with them)."""
     m = CUTModel(tiny_cfg())
     g_before = [p.detach().clone() for p in m.G.parameters()]
-    hook = next(m.G.parameters()).register_hook(lambda g: torch.full_like(g, float("nan")))
-    m.train_step(*_batch(m.cfg))
-    hook.remove()
+    _step_with_a_nan_gradient_in(m, m.G)
     assert m.skipped == {"d": 0, "g": 1}
     assert all(torch.equal(a, b) for a, b in zip(g_before, m.G.parameters()))  # G skipped
     assert all(torch.isfinite(p).all() for p in m.F.parameters())
