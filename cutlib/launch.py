@@ -76,13 +76,13 @@ def train_ddp(cfg: TrainConfig, nproc: int, echo=None) -> dict:
     config_file = out / "launch.yaml"
     cfg.save(config_file)
     echo = echo or (lambda text: (sys.stderr.write(text), sys.stderr.flush()))
-    proc = subprocess.Popen(torchrun_command(config_file, nproc), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1, env=rank_environment(started))
     lines: list[str] = []
-    for line in proc.stdout:  # the progress bar of rank 0, warnings, and the final summary line
-        lines.append(line)
-        echo(line)
-    if proc.wait() != 0:
+    with subprocess.Popen(torchrun_command(config_file, nproc), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, bufsize=1, env=rank_environment(started)) as proc:
+        for line in proc.stdout:  # the progress bar of rank 0, warnings, and the final summary line
+            lines.append(line)
+            echo(line)
+    if proc.returncode != 0:
         tail = "".join(lines[-15:])
         raise LaunchError(f"torchrun exited with {proc.returncode}; last output:\n{tail}")
     for line in reversed(lines):
