@@ -35,6 +35,16 @@ def broadcast_from_rank0(obj, world: int):
     return box[0]
 
 
-def barrier(world: int) -> None:
+_SYNC_TENSORS: dict[str, torch.Tensor] = {}
+
+
+def barrier(world: int, device: torch.device) -> None:
+    """Every rank waits here for every other. Not `torch.distributed.barrier()`: on gloo its work object
+    holds the previous collectives' tensors, and when a worker thread drops it after the Python tensors
+    are gone it needs the GIL, which `destroy_process_group()` right after holds while it joins that
+    thread: a deadlock (seen on torch 2.4.1 in CI, rank 1 hung after training; pytorch#154976 later made
+    the destructor release the GIL). An all-reduce of a tensor this module keeps alive leaves the worker
+    nothing to free."""
     if world > 1:
-        torch.distributed.barrier()
+        t = _SYNC_TENSORS.setdefault(str(device), torch.zeros(1, device=device))
+        torch.distributed.all_reduce(t)

@@ -240,7 +240,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
             checkpoint()
     if rank == 0 and cfg.sample_every:
         write_samples()
-    barrier(world)  # nobody leaves before rank 0 has written its checkpoint
+    barrier(world, model.device)  # nobody leaves before rank 0 has written its checkpoint
     if stop_reason == "steps" and model.step < cfg.steps:
         stop_reason = "until_step"
     return {"out_dir": str(out), "start_step": start, "step": model.step, "stop_reason": stop_reason,
