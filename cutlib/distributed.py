@@ -44,7 +44,10 @@ def barrier(world: int, device: torch.device) -> None:
     are gone it needs the GIL, which `destroy_process_group()` right after holds while it joins that
     thread: a deadlock (seen on torch 2.4.1 in CI, rank 1 hung after training; pytorch#154976 later made
     the destructor release the GIL). An all-reduce of a tensor this module keeps alive leaves the worker
-    nothing to free."""
+    nothing to free; reading it back makes the host wait (on NCCL the all-reduce returns once queued)."""
     if world > 1:
-        t = _SYNC_TENSORS.setdefault(str(device), torch.zeros(1, device=device))
+        if str(device) not in _SYNC_TENSORS:
+            _SYNC_TENSORS[str(device)] = torch.zeros(1, device=device)
+        t = _SYNC_TENSORS[str(device)]
         torch.distributed.all_reduce(t)
+        t.item()
