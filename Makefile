@@ -10,7 +10,7 @@ TORCH_FLOOR := $(shell sed -n 's/^torch>=\([0-9][0-9.]*\).*/\1/p' requirements.t
 FLOOR_VENV ?= .venv-floor
 FLOOR_PY := $(FLOOR_VENV)/bin/python
 
-.PHONY: install demo lab test test-floor bench kaggle clean
+.PHONY: install install-floor demo lab test test-floor bench kaggle clean
 
 install: $(VENV)/.installed
 
@@ -56,6 +56,8 @@ FLOOR_TESTS ?= -m "not slow" tests --ignore=tests/test_notebooks.py --ignore=tes
 FLOOR_SLOW_TESTS ?= tests/test_ddp.py tests/test_kaggle_submit.py::test_t4x2_notebook_trains_on_two_ranks_in_fp16_then_generates
 
 # PyPI's Linux torch wheels are CUDA builds: about 2.5 GB of downloads the first time (pip keeps them).
+install-floor: $(FLOOR_VENV)/.installed
+
 test-floor: $(FLOOR_VENV)/.installed
 	$(FLOOR_PY) -c "import torch; v = torch.__version__.split('+')[0]; assert v == '$(TORCH_FLOOR)', v"
 	$(FLOOR_PY) -m pytest -q $(FLOOR_TESTS)
