@@ -55,7 +55,7 @@ FLOOR_TESTS ?= -m "not slow" tests --ignore=tests/test_notebooks.py --ignore=tes
 	--deselect tests/test_train.py::test_time_budget_stops_cleanly_with_a_checkpoint
 FLOOR_SLOW_TESTS ?= tests/test_ddp.py tests/test_kaggle_submit.py::test_t4x2_notebook_trains_on_two_ranks_in_fp16_then_generates
 
-# PyPI's Linux torch wheels are CUDA builds: about 2.5 GB of downloads the first time (pip keeps them).
+# PyPI's Linux torch wheels are CUDA builds: about 2.8 GB of downloads the first time, a 5.7 GB venv.
 install-floor: $(FLOOR_VENV)/.installed
 
 test-floor: $(FLOOR_VENV)/.installed
