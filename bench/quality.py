@@ -47,8 +47,9 @@ sys.path.insert(0, str(ROOT))
 from cutlib.baselines import color_transfer, lab_stats  # noqa: E402
 from cutlib.data import eval_image, list_images, load_rgb, make_demo_data  # noqa: E402
 from cutlib.generate import load_generator, translate_files  # noqa: E402
-from cutlib.metrics import InceptionFeatures, default_cache_dir, features_of, scores  # noqa: E402
+from cutlib.metrics import InceptionFeatures, default_cache_dir, scores  # noqa: E402
 from cutlib.model import resolve_amp  # noqa: E402
+from cutlib.swd import descriptors, swd  # noqa: E402
 from cutlib.train import parse_cli  # noqa: E402
 from cutlib.viz import save_pairs_grid  # noqa: E402
 
@@ -71,14 +72,25 @@ def fid_weights_file(path: str) -> str | None:
     return str(out)
 
 
-def cached_features(key: str, make, cache: Path) -> np.ndarray:
-    path = cache / f"bench-{hashlib.sha1(key.encode()).hexdigest()}.npy"
+def measured(images, extractor) -> dict[str, np.ndarray]:
+    """Inception features and SWD patch descriptors of one image set, each image decoded once."""
+    images = list(images)
+    return {"feats": extractor(images), **{f"swd{i}": d for i, d in enumerate(descriptors(images))}}
+
+
+def cached_measures(key: str, make, cache: Path) -> dict[str, np.ndarray]:
+    path = cache / f"bench-{hashlib.sha1(key.encode()).hexdigest()}.npz"
     if path.is_file():
-        return np.load(path)
-    feats = make()
+        with np.load(path) as z:
+            return dict(z)
+    m = make()
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, feats)
-    return feats
+    np.savez(path, **m)
+    return m
+
+
+def swd_descs(m: dict) -> list[np.ndarray]:
+    return [m[f"swd{i}"] for i in range(sum(k.startswith("swd") for k in m))]
 
 
 def summarize(s: dict) -> dict:
@@ -87,11 +99,15 @@ def summarize(s: dict) -> dict:
             "mem_distance": round(s["mem_distance"], 4), "n": s["n_generated"]}
 
 
-def photo_subset(data: Path, n: int, out: Path) -> Path:
-    """The first n photos by name, as a folder of links (training and scoring both use exactly these)."""
-    photos = list_images(data / "photo_jpg")
+def scored(m: dict, real: dict) -> dict:
+    return {**summarize(scores(m["feats"], real["feats"])), **swd(swd_descs(m), swd_descs(real))}
+
+
+def photo_subset(data: Path, n: int, out: Path, skip: int = 0, name: str = "photos") -> Path:
+    """The first n photos by name after `skip`, as a folder of links."""
+    photos = list_images(data / "photo_jpg")[skip:]
     photos = photos[:n] if n else photos
-    folder = out / "photos"
+    folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     for p in photos:
         link = folder / p.name
@@ -126,7 +142,9 @@ def main(argv=None):
     ap.add_argument("--data", default="demo")
     ap.add_argument("--budget", default="600", help="steps, or minutes with an m suffix (30m)")
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--photos", type=int, default=0, help="first N photos by name (0 = all)")
+    ap.add_argument("--photos", type=int, default=0, help="train on the first N photos by name (0 = all)")
+    ap.add_argument("--eval-photos", type=int, default=0,
+                    help="score on the N photos that follow the training ones (held out); 0: on the training photos")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--run", action="append", default=[], metavar="'NAME: ARGS'")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for the single run")
@@ -152,6 +170,9 @@ def main(argv=None):
     minutes = float(a.budget[:-1]) if a.budget.endswith("m") else None
     budget_steps = None if minutes else int(a.budget)
     photo_dir = photo_subset(data, a.photos, out)
+    if a.eval_photos and not a.photos:
+        raise SystemExit("--eval-photos needs --photos: the held-out photos are the ones after the first N")
+    eval_dir = photo_subset(data, a.eval_photos, out, a.photos, "eval_photos") if a.eval_photos else photo_dir
     load = a.size * 286 // 256 // 2 * 2
 
     # --- the runs: `python -m cutlib.train` with the harness's fields last, so they win ---
@@ -182,10 +203,14 @@ def main(argv=None):
         jobs.append(("official", official_command(a.official, root, "official", a.size, device, budget_steps, extra),
                      Path(a.official)))
 
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if concurrent and device == "cpu":  # runs sharing the cores: one thread each is the fair split
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(jobs)))
+
     def start(name, cmd, cwd):
         log = open(out / f"{name}.log", "w")
         return subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)}), log
+                                env=env), log
 
     def finish(name, proc, log, t0):
         if name == "official" and minutes:  # it has no time budget of its own: stop it at ours
@@ -218,8 +243,9 @@ def main(argv=None):
     cache = default_cache_dir()
     wkey = f"{Path(extractor.weights).name}:{extractor.weights.stat().st_size}:"
     monets = list_images(data / "monet_jpg")
-    real = features_of(data / "monet_jpg", extractor, cache)
-    photos = list_images(photo_dir)
+    real = cached_measures(f"paintings:{wkey}{data.resolve()}", lambda: measured(
+        (np.asarray(load_rgb(p)) for p in monets), extractor), cache)
+    photos = list_images(eval_dir)
     jobs_photos = [(p, "") for p in photos]
     names_key = wkey + ",".join(p.name for p in photos) + str(Path(data).resolve())
     grid_src = torch.stack([eval_image(p, a.size) for p in photos[:GRID_PHOTOS]])
@@ -230,19 +256,24 @@ def main(argv=None):
     mean, std = lab_stats(np.asarray(load_rgb(p)) for p in monets)
     full = lambda p: np.asarray(load_rgb(p).resize((256, 256), Image.BICUBIC))  # noqa: E731
     base = {
-        "identity": cached_features("identity:" + names_key, lambda: extractor(full(p) for p in photos), cache),
-        "color_transfer": cached_features("color_transfer:" + names_key, lambda: extractor(
-            color_transfer(full(p), mean, std) for p in photos), cache),
+        "identity": cached_measures("identity:" + names_key, lambda: measured((full(p) for p in photos), extractor),
+                                    cache),
+        "color_transfer": cached_measures("color_transfer:" + names_key, lambda: measured(
+            (color_transfer(full(p), mean, std) for p in photos), extractor), cache),
     }
     if a.size != 256:
-        base["identity_at_size"] = cached_features(f"identity_at_size:{a.size}:" + names_key,
-                                                    lambda: extractor(at_size(photos)), cache)
-        base["color_transfer_at_size"] = cached_features(f"color_transfer_at_size:{a.size}:" + names_key,
-                                                          lambda: extractor(color_transfer(x, mean, std)
-                                                                            for x in at_size(photos)), cache)
-        base["paintings_at_size"] = cached_features(f"paintings_at_size:{a.size}:{wkey}{data.resolve()}",
-                                                     lambda: extractor(at_size(monets)), cache)
-    baselines = {k: summarize(scores(v, real)) for k, v in base.items()}
+        base["identity_at_size"] = cached_measures(f"identity_at_size:{a.size}:" + names_key,
+                                                   lambda: measured(at_size(photos), extractor), cache)
+        base["color_transfer_at_size"] = cached_measures(
+            f"color_transfer_at_size:{a.size}:" + names_key,
+            lambda: measured((color_transfer(x, mean, std) for x in at_size(photos)), extractor), cache)
+        base["paintings_at_size"] = cached_measures(f"paintings_at_size:{a.size}:{wkey}{data.resolve()}",
+                                                    lambda: measured(at_size(monets), extractor), cache)
+    baselines = {k: scored(v, real) for k, v in base.items()}
+    # the floor: the paintings split in two halves (first / second by name), each against the other
+    half = len(monets) // 2
+    baselines["painting_halves"] = {"n": half, **swd([d[:half * 128] for d in swd_descs(real)],
+                                                    [d[half * 128:] for d in swd_descs(real)])}
     ref_id = baselines["identity_at_size" if a.size != 256 else "identity"]
     ref_ct = baselines["color_transfer_at_size" if a.size != 256 else "color_transfer"]
 
@@ -268,8 +299,8 @@ def main(argv=None):
             if r.returncode != 0:
                 results[name] = {"error": r.stderr[-1500:]}
                 continue
-            feats = extractor(np.asarray(Image.open(gen_dir / f"{p.stem}.png").convert("RGB")) for p in photos)
-            results[name] = {"steps_saved": steps, **judged(summarize(scores(feats, real)))}
+            m = measured((np.asarray(Image.open(gen_dir / f"{p.stem}.png").convert("RGB")) for p in photos), extractor)
+            results[name] = {"steps_saved": steps, **judged(scored(m, real))}
             continue
         summary = json.loads([x for x in (out / f"{name}.log").read_text().splitlines() if x.startswith("{")][-1])
         entry = {"steps": summary["step"], "train_seconds": summary["seconds"], "stop_reason": summary["stop_reason"],
@@ -277,8 +308,8 @@ def main(argv=None):
         for weights_kind in ("ema", "raw") if a.raw else ("ema",):
             G, info = load_generator(out / name / "ckpt" / "latest.pt", weights_kind, device)
             amp = resolve_amp(parse_cli(dict(runs)[name]).amp, torch.device(device))
-            feats = extractor(img for _, img in translate_files(G, jobs_photos, a.size, 256, 16, device, amp))
-            entry[weights_kind] = judged(summarize(scores(feats, real)))
+            m = measured((img for _, img in translate_files(G, jobs_photos, a.size, 256, 16, device, amp)), extractor)
+            entry[weights_kind] = judged(scored(m, real))
             if weights_kind == "ema":
                 with torch.no_grad(), torch.autocast(device, dtype=amp or torch.float32, enabled=amp is not None):
                     fakes = G(grid_src.to(device)).float().cpu()
@@ -286,7 +317,8 @@ def main(argv=None):
         entry["score_seconds"] = round(time.time() - t1, 1)
         results[name] = entry
 
-    result = {"bench": "quality", "data": str(data), "photos": len(photos), "size": a.size, "budget": a.budget,
+    result = {"bench": "quality", "data": str(data), "photos": a.photos, "eval_photos": len(photos),
+              "held_out": bool(a.eval_photos), "size": a.size, "budget": a.budget,
               "device": device, "concurrent": concurrent, "train_seconds": round(train_seconds, 1),
               "fid_weights": Path(extractor.weights).name, "runs": {n: " ".join(c[3:] if c[1] == "-m" else c[2:])
                                                                      for n, c, _ in jobs},
@@ -297,19 +329,27 @@ def main(argv=None):
 
 
 def markdown(result: dict) -> str:
-    rows = ["| run | steps | FID | KID×1000 ± std | mem. d | ΔFID vs colour transfer | ΔKID vs c.t. | gap closed |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | steps | FID | KID×1000 ± std | mem. d | SWD | SWD levels (px: ×1e3) | ΔFID vs colour transfer "
+            "| ΔKID vs c.t. | gap closed |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def swd_cells(s):
+        return f"{s['swd']} | " + " / ".join(f"{v:g}" for v in s["swd_levels"].values())
+
     for name, r in result["results"].items():
         s = r.get("ema", r)
         if "fid" not in s:
-            rows.append(f"| {name} | — | failed | | | | | |")
+            rows.append(f"| {name} | — | failed | | | | | | | |")
             continue
         rows.append(f"| {name} | {r.get('steps', r.get('steps_saved', '—'))} | {s['fid']} | {s['kid_x1000']} ± "
-                    f"{s['kid_std_x1000']} | {s['mem_distance']} | {s['vs_color_transfer']['fid_gain']:+} | "
-                    f"{s['vs_color_transfer']['kid_gain_rel']:+.0%} | {s['gap_closed']} |")
+                    f"{s['kid_std_x1000']} | {s['mem_distance']} | {swd_cells(s)} | "
+                    f"{s['vs_color_transfer']['fid_gain']:+} | {s['vs_color_transfer']['kid_gain_rel']:+.0%} | "
+                    f"{s['gap_closed']} |")
     for name, s in result["baselines"].items():
+        if "fid" not in s:
+            rows.append(f"| *{name}* | — | | | | {swd_cells(s)} | | | |")
+            continue
         rows.append(f"| *{name}* | — | {s['fid']} | {s['kid_x1000']} ± {s['kid_std_x1000']} | {s['mem_distance']} "
-                    f"| | | |")
+                    f"| {swd_cells(s)} | | | |")
     return "\n".join(rows)
 
 

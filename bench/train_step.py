@@ -2,6 +2,7 @@
 
     python bench/train_step.py --size 256 --batch 1 --mode cut [--amp off|bf16|fp16] [--cuda-graph on|off]
                                [--no-antialias] [--channels-last] [--compile] [--official PATH]
+                               [--discriminator patch|projected|patch+projected]
     python bench/train_step.py --quick      # CI-sized: 64 px, tiny widths, 2 timed steps
 
 Reports median seconds per step after warm-up, FLOPs per step (torch.utils.flop_counter, counted on an
@@ -31,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
-from cutlib.config import TrainConfig  # noqa: E402
+from cutlib.config import DISCRIMINATORS, TrainConfig  # noqa: E402
 from cutlib.model import CUTModel  # noqa: E402
 
 
@@ -161,7 +162,7 @@ def measure(cfg: TrainConfig, device: torch.device, warmup: int = 2, reps: int =
     out = {
         "bench": "train_step", "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "torch": torch.__version__, "size": s, "batch": b,
-        "mode": cfg.mode, "amp": str(model.amp_dtype).replace("torch.", "") if model.amp_dtype else "off",
+        "mode": cfg.mode, "discriminator": cfg.discriminator, "amp": str(model.amp_dtype).replace("torch.", "") if model.amp_dtype else "off",
         "antialias": cfg.antialias, "channels_last": model.memory_format == torch.channels_last,
         "compile": cfg.compile, "cuda_graph": model.graphs is not None and not model.graphs.failed,
         **({"cuda_graph_failed": model.graphs.failed} if model.graphs is not None and model.graphs.failed else {}),
@@ -201,7 +202,7 @@ def config_from_args(a, device) -> TrainConfig:
     widths = dict(ngf=8, ndf=8, num_patches=32) if a.quick else {}
     return TrainConfig(image_size=a.size, load_size=a.size, batch_size=a.batch, mode=a.mode, amp=a.amp,
                        antialias=not a.no_antialias, channels_last=a.channels_last, compile=a.compile,
-                       cuda_graph=a.cuda_graph, device=device.type, **widths)
+                       cuda_graph=a.cuda_graph, device=device.type, discriminator=a.discriminator, **widths)
 
 
 def main(argv=None):
@@ -210,6 +211,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--mode", default="cut", choices=["cut", "fastcut"])
     ap.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"])
+    ap.add_argument("--discriminator", default="patch", choices=list(DISCRIMINATORS))
     ap.add_argument("--cuda-graph", default="auto", choices=["auto", "on", "off"])
     ap.add_argument("--no-antialias", action="store_true", help="the 'fast' architecture: strided convs")
     ap.add_argument("--channels-last", action="store_true", help="CUDA: channels_last (default NCHW)")

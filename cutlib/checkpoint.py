@@ -81,7 +81,7 @@ def load_weights(net: torch.nn.Module, state: dict, what: str, path) -> None:
         net.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"{what} weights in {path} do not fit this architecture "
-                              f"(other ngf/n_blocks/antialias?): {str(e).splitlines()[0]} ...") from e
+                              f"(other ngf/n_blocks/antialias/discriminator?): {str(e).splitlines()[0]} ...") from e
 
 
 def prune_numbered(ckpt_dir: Path, keep: int) -> None:

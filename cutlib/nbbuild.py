@@ -112,7 +112,7 @@ Writes `<out_dir>/{config.yaml, metrics.jsonl, ckpt/, samples/}`; `resume=True` 
         _code("with friendly_errors():\n    cfg = config_from(globals())\n"
               "    summary = train(cfg) if nproc == 1 else train_ddp(cfg, nproc)  # DDP: torchrun in a subprocess\n"
               "summary"),
-        _code("show(viz.plot_losses(cfg.out_dir))\nshow(viz.plot_eval(cfg.out_dir))  # MiFID over steps, "
+        _code("show(viz.plot_losses(cfg.out_dir))\nshow(viz.plot_eval(cfg.out_dir))  # MiFID and SWD over steps, "
               "when eval_every > 0"),
         _code("show(viz.preview_run(cfg))  # photo | painting from the EMA generator"),
     ])

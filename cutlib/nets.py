@@ -1,4 +1,5 @@
-"""CUT networks: ResNet-9 generator with named encoder taps, 70x70 PatchGAN, patch-sampling MLP head."""
+"""CUT networks: ResNet-9 generator with named encoder taps, patch-sampling MLP head (the discriminators are
+in cutlib.discriminators)."""
 from __future__ import annotations
 
 import torch
@@ -134,32 +135,6 @@ def _up(cin: int, cout: int, antialias: bool) -> list[nn.Module]:
     return [nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1), _norm(cout), nn.ReLU()]
 
 
-class Discriminator(nn.Module):
-    """PatchGAN (n_layers 3): a map of real/fake scores, each seeing a ~70x70 patch."""
-
-    def __init__(self, ndf: int = 64, n_layers: int = 3, antialias: bool = True):
-        super().__init__()
-        layers: list[nn.Module] = []
-        cin = 3
-        for i in range(n_layers):
-            cout = ndf * min(2 ** i, 8)
-            stride = 1 if antialias else 2
-            layers.append(nn.Conv2d(cin, cout, 4, stride=stride, padding=1))
-            if i > 0:
-                layers.append(_norm(cout))  # no norm on the first conv
-            layers.append(nn.LeakyReLU(0.2, inplace=i == 0))
-            if antialias:
-                layers.append(BlurDownsample(cout))
-            cin = cout
-        cout = ndf * min(2 ** n_layers, 8)
-        layers += [nn.Conv2d(cin, cout, 4, padding=1), _norm(cout), nn.LeakyReLU(0.2),
-                   nn.Conv2d(cout, 1, 4, padding=1)]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.net(x)
-
-
 class PatchSampleMLP(nn.Module):
     """Per tap: pick patch locations, project with Linear-ReLU-Linear, L2-normalise.
 
@@ -232,9 +207,11 @@ def build_generator(cfg) -> Generator:
     return G
 
 
-def build_nets(cfg) -> tuple[Generator, Discriminator, PatchSampleMLP]:
+def build_nets(cfg) -> tuple[Generator, nn.Module, PatchSampleMLP]:
+    from .discriminators import build_discriminators  # below nets: it builds on BlurDownsample and _norm
+
     G = build_generator(cfg)
-    D = init_weights(Discriminator(cfg.ndf, 3, cfg.antialias))
+    D = build_discriminators(cfg)
     mlp = init_weights(PatchSampleMLP(tap_channels(cfg.ngf, cfg.nce_layers)))
     return G, D, mlp
 

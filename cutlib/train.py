@@ -39,30 +39,34 @@ def prepare_data(cfg: TrainConfig):
 
 
 class Evaluator:
-    """In-training MiFID: translate a fixed set of photos with the EMA generator (at the training size,
-    upsampled to the 256 px of a submission) and score them against the Monet folder."""
+    """In-training MiFID and SWD: translate a fixed set of photos with the EMA generator (at the training
+    size, upsampled to the 256 px of a submission) and score them against the Monet folder."""
 
     def __init__(self, cfg: TrainConfig, photos: list[Path], device: torch.device):
-        from .metrics import InceptionFeatures, default_cache_dir, features_of
+        from .metrics import InceptionFeatures, default_cache_dir, features_of, sample_images
+        from .swd import MAX_IMAGES, descriptors
 
         self.cfg, self.device = cfg, device
         self.jobs = [(p, "") for p in photos[:cfg.eval_photos]]
         self.extractor = InceptionFeatures(cfg.fid_weights or None, device)
         self.real = features_of(cfg.monet_path, self.extractor, default_cache_dir())
+        self.real_swd = descriptors(sample_images(cfg.monet_path, MAX_IMAGES), seed=1)
 
     def __call__(self, model: CUTModel) -> dict:
         from .generate import translate_files
         from .metrics import scores
+        from .swd import MAX_IMAGES, descriptors, swd
 
         t0 = time.time()
-        images = (img for _, img in translate_files(model.ema.model, self.jobs, self.cfg.image_size, 256,
-                                                    batch_size=8, device=self.device, amp_dtype=model.amp_dtype))
-        res = scores(self.extractor(images), self.real)
+        images = [img for _, img in translate_files(model.ema.model, self.jobs, self.cfg.image_size, 256,
+                                                    batch_size=8, device=self.device, amp_dtype=model.amp_dtype)]
+        res = {**scores(self.extractor(images), self.real),
+               **swd(descriptors(images[:MAX_IMAGES]), self.real_swd)}
         return {**{k: round(v, 6) if isinstance(v, float) else v for k, v in res.items()},
                 "eval_seconds": round(time.time() - t0, 2)}
 
 
-ARCH_FIELDS = ("ngf", "ndf", "n_blocks", "antialias", "residual_output", "nce_layers", "image_size")
+ARCH_FIELDS = ("ngf", "ndf", "n_blocks", "antialias", "residual_output", "discriminator", "nce_layers", "image_size")
 
 
 def check_resumable(saved: dict, cfg: TrainConfig, path) -> None:

@@ -53,8 +53,8 @@ def plot_losses(run_dir: str | Path, keys=("d_loss", "g_loss", "g_adv", "nce", "
     return _panels([r for r in read_metrics(run_dir) if not r.get("eval")], keys)
 
 
-def plot_eval(run_dir: str | Path, keys=("mifid", "fid", "kid")):
-    """MiFID (and FID, KID) of the in-training evaluations over steps; None when there are none."""
+def plot_eval(run_dir: str | Path, keys=("mifid", "fid", "kid", "swd")):
+    """MiFID (and FID, KID, SWD) of the in-training evaluations over steps; None when there are none."""
     return _panels([r for r in read_metrics(run_dir) if r.get("eval")], keys, marker="o")
 
 
