@@ -162,7 +162,8 @@ def measure(cfg: TrainConfig, device: torch.device, warmup: int = 2, reps: int =
     out = {
         "bench": "train_step", "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "torch": torch.__version__, "size": s, "batch": b,
-        "mode": cfg.mode, "discriminator": cfg.discriminator, "amp": str(model.amp_dtype).replace("torch.", "") if model.amp_dtype else "off",
+        "mode": cfg.mode, "discriminator": cfg.discriminator,
+        "amp": str(model.amp_dtype).replace("torch.", "") if model.amp_dtype else "off",
         "antialias": cfg.antialias, "channels_last": model.memory_format == torch.channels_last,
         "compile": cfg.compile, "cuda_graph": model.graphs is not None and not model.graphs.failed,
         **({"cuda_graph_failed": model.graphs.failed} if model.graphs is not None and model.graphs.failed else {}),

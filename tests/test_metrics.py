@@ -110,8 +110,9 @@ def test_evaluate_folder_or_zip_with_content_cache(extractor, demo_root, tmp_pat
             Image.fromarray(im).save(buf, format="PNG")
             zf.writestr(f"{i}.png", buf.getvalue())
     r = metrics.evaluate(z, demo_root / "monet_jpg", cache_dir=tmp_path / "cache", extractor=extractor, progress=False)
-    assert set(r) >= {"fid", "mifid", "mem_distance", "kid", "n_generated", "n_real"}
+    assert set(r) >= {"fid", "mifid", "mem_distance", "kid", "n_generated", "n_real", "swd", "swd_levels"}
     assert (r["n_generated"], r["n_real"]) == (5, 8) and r["fid"] > 0
+    assert list(r["swd_levels"]) == [256, 128, 64, 32, 16] and r["swd"] > 0
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
     r2 = metrics.evaluate(z, demo_root / "monet_jpg", cache_dir=tmp_path / "cache", extractor=extractor,
                           progress=False)
@@ -131,6 +132,7 @@ def test_in_training_evaluation_keeps_best(tiny_cfg, tmp_path, monkeypatch):
     recs = [json.loads(x) for x in Path(cfg.out_dir, "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in recs if r.get("eval")]
     assert [r["step"] for r in evals] == [2, 4] and all(r["n_generated"] == 4 for r in evals)
+    assert all(r["swd"] > 0 and len(r["swd_levels"]) == 5 for r in evals)  # texture beside MiFID
     from cutlib.checkpoint import load_checkpoint
 
     best = load_checkpoint(f"{cfg.out_dir}/ckpt/best.pt")

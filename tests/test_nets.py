@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from cutlib.config import TrainConfig
-from cutlib.nets import (TAP_LAYERS, BlurDownsample, BlurUpsample, Discriminator, Generator, PatchSampleMLP,
-                         build_generator, build_nets, count_params)
+from cutlib.discriminators import PatchDiscriminator
+from cutlib.nets import (TAP_LAYERS, BlurDownsample, BlurUpsample, Generator, PatchSampleMLP, build_generator,
+                         build_nets, count_params)
 
 
 def test_parameter_counts_match_official_cut():
@@ -26,7 +27,7 @@ def test_shapes_and_named_taps(antialias):
     torch.testing.assert_close(feats[0][:, :, 3:-3, 3:-3], x)  # tap 0 is the padded input itself
     for a, b in zip(G.encode(x), feats):  # encode() stops early but gives the same activations
         torch.testing.assert_close(a, b)
-    assert Discriminator(8, antialias=antialias)(torch.randn(1, 3, 256, 256)).shape == (1, 1, 30, 30)
+    assert PatchDiscriminator(8, antialias=antialias)(torch.randn(1, 3, 256, 256)).shape == (1, 1, 30, 30)
 
 
 def test_blur_resampling_keeps_constants():
