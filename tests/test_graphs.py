@@ -79,8 +79,9 @@ def _weights_spread(m1, m2) -> float:
 
 
 @cuda
-@pytest.mark.parametrize("amp", ["off", "bf16", "fp16"])
-def test_graph_replay_trains_like_eager(tiny_cfg, amp):
+@pytest.mark.parametrize("amp,discriminator", [("off", "patch"), ("bf16", "patch"), ("fp16", "patch"),
+                                               ("bf16", "patch+projected"), ("fp16", "patch+projected")])
+def test_graph_replay_trains_like_eager(tiny_cfg, amp, discriminator):
     """Eager CUDA training is not bitwise repeatable (atomic adds in reflection-pad backward, cuDNN), and
     Adam turns that noise into lr-sized steps of either sign (seen on an H200: fp32 losses ~1e-4 apart
     after ten steps, more in bf16); so a graph run must stay as close to an eager run as a second eager
@@ -90,7 +91,7 @@ def test_graph_replay_trains_like_eager(tiny_cfg, amp):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     # lazy R1 every 2 steps: two plans, each captured at its third step (steps 4 and 5) and replayed after;
     # the identity weight still changes during replays (warm-up 7); step 8 (a replay) gets a NaN pixel
-    cfg = tiny_cfg(device="cuda", amp=amp, identity_warmup=7, r1_weight=1.0, r1_every=2)
+    cfg = tiny_cfg(device="cuda", amp=amp, identity_warmup=7, r1_weight=1.0, r1_every=2, discriminator=discriminator)
     batches = _batches(cfg, 10)
     eager, a = _run(cfg.replace(cuda_graph="off"), batches, poison_step=8)
     again, a2 = _run(cfg.replace(cuda_graph="off"), batches, poison_step=8)
@@ -105,11 +106,12 @@ def test_graph_replay_trains_like_eager(tiny_cfg, amp):
 
 
 @cuda
-def test_graph_run_resumes_exactly_from_a_checkpoint(tiny_cfg, tmp_path):
+@pytest.mark.parametrize("discriminator", ["patch", "patch+projected"])
+def test_graph_run_resumes_exactly_from_a_checkpoint(tiny_cfg, tmp_path, discriminator):
     """A graph run stopped at step 5 and resumed from its checkpoint (weights, Adam, scalers, and the RNG
     states that the replays advanced) continues like the uninterrupted run, within eager's own noise."""
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    cfg = tiny_cfg(device="cuda", amp="off", cuda_graph="on")
+    cfg = tiny_cfg(device="cuda", amp="off", cuda_graph="on", discriminator=discriminator)
     batches = _batches(cfg, 8)
     straight, a = _run(cfg, batches)
     again, a2 = _run(cfg, batches)
