@@ -77,6 +77,10 @@ def main(argv=None):
         if rec:
             timed[label] = rec["seconds_per_step"]
     cl = timed.get("graph, channels_last", 1e9) <= timed.get("graph, NCHW", 1e9)
+    # the projected discriminator's extra cost on the same step (issue 20's target: <= 35% over the PatchGAN)
+    for disc in ("patch+projected",) if a.quick else ("patch+projected", "projected"):
+        step_record(base.replace(amp=amp0, cuda_graph=graph_on, channels_last=False, discriminator=disc), device,
+                    reps, profile=False, sink=sink, label=f"b1 {amp0} graph, NCHW, discriminator {disc}")
 
     if a.official:
         extra = ["--ngf", "8", "--ndf", "8", "--netF_nc", "32"] if a.quick else []

@@ -43,10 +43,12 @@ def test_quality_bench_runs_configurations_side_by_side(tmp_path):
     assert out["photos"] == 8 and set(out["results"]) == {"plain", "resid"}
     for name, r in out["results"].items():
         assert r["steps"] == 4 and r["ema"]["fid"] > 0 and r["ema"]["kid_std_x1000"] >= 0
+        assert r["ema"]["swd"] > 0 and len(r["ema"]["swd_levels"]) == 5  # texture beside FID
         assert (tmp_path / "q" / f"{name}_grid.png").is_file()
     assert "--residual_output true --lambda_gan 2" in out["runs"]["resid"]
     for name in ("identity", "color_transfer", "identity_at_size", "color_transfer_at_size", "paintings_at_size"):
-        assert out["baselines"][name]["fid"] > 0
+        assert out["baselines"][name]["fid"] > 0 and out["baselines"][name]["swd"] > 0
+    assert out["baselines"]["painting_halves"]["swd"] > 0  # SWD's floor: the paintings against themselves
     # the resolution-matched colour transfer is the reference each run is judged against
     ct = out["baselines"]["color_transfer_at_size"]["fid"]
     assert out["results"]["plain"]["ema"]["vs_color_transfer"]["fid_gain"] == pytest.approx(
@@ -62,5 +64,6 @@ def test_gpu_all_bench_runs_its_matrix_and_generation(tmp_path):
     recs = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
     steps = [x for x in recs if x["bench"] == "train_step"]
     assert len(steps) >= 3 and all(x["seconds_per_step"] > 0 for x in steps)
+    assert any(x["discriminator"] == "patch+projected" for x in steps)  # the projected D's cost is timed
     assert any(x["bench"] == "generate" and x["images"] == 16 for x in recs)
     assert "| config | s/step |" in r.stderr  # the markdown table for bench/README.md
