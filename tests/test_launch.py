@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 import cutlib
-from cutlib.launch import BUDGET_START_ENV, LaunchError, check_gpus, rank_environment
+from cutlib.launch import LaunchError, check_gpus, rank_environment
+from cutlib.schedule import BUDGET_START_ENV
 
 
 def test_ranks_import_the_cutlib_the_notebook_imported_and_get_the_launch_time():
