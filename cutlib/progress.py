@@ -108,8 +108,9 @@ class TrainProgress:
         f.write(text + "\n")
         f.flush()
 
-    def status(self, now: float) -> str:
-        """One line of where the run is: step, steps/s, elapsed, ETA (and the budget's outlook), losses."""
+    def status(self, now: float, final: bool = False) -> str:
+        """One line of where the run is: step, steps/s, elapsed, ETA (and the budget's outlook), losses;
+        `final`: where it ended, at its average rate, without the outlook."""
         elapsed = now - self.t0
         eta, reach = budget_outlook(self.step, self.steps, self.rate, elapsed, self.budget_s)
         eta_s = hms(eta) if eta != float("inf") else "?"
@@ -120,6 +121,8 @@ class TrainProgress:
         else:
             parts = [f"step {self.step:,}/{self.steps:,} ({100 * self.step / self.steps:.0f}%)",
                      f"{self.rate:.2f} steps/s", f"{hms(elapsed)} elapsed", f"ETA {eta_s}"]
+        if final:
+            parts = parts[:3]
         return " | ".join(parts + ([self.loss_text] if self.loss_text else []))
 
     def update(self, step: int, now: float) -> None:
@@ -147,7 +150,7 @@ class TrainProgress:
         if self.step > self.start:
             self.rate = (self.step - self.start) / max(now - self._first, 1e-9)
         if self.style == "lines":
-            self._print(f"{self.desc}: ended at {self.status(now)}")
+            self._print(f"{self.desc}: ended at {self.status(now, final=True)}")
         elif self.bar is not None:
             if self.budget_s:
                 self._show_budget(now)

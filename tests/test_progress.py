@@ -64,7 +64,8 @@ def test_lines_come_at_the_cadence_whatever_the_step_rate():
     assert len(out.getvalue()) < 150 * len(lines)
     assert lines[1] == ("train: step 1,680/50,000 (3%) | 56.00 steps/s | 0:00:30 elapsed | ETA 0:14:23 | "
                         "d 0.500 g 0.800 nce 3.200")
-    assert lines[-1].startswith("train: ended at step 50,000/50,000 (100%) | 56.00 steps/s | 0:14:53 elapsed")
+    assert lines[-1] == "train: ended at step 50,000/50,000 (100%) | 56.00 steps/s | 0:14:53 elapsed | " \
+                        "d 0.500 g 0.800 nce 3.200"  # the average rate; no ETA left to give
 
 
 def test_a_budgeted_run_reports_against_the_budget_not_the_step_bound():
@@ -77,6 +78,7 @@ def test_a_budgeted_run_reports_against_the_budget_not_the_step_bound():
     assert "time budget 4:00:00" in lines[0]
     assert lines[2] == ("train: step 240 | 2.00 steps/s | 0:03:00 of the 4:00:00 budget (1%) | ETA 3:57:00 | "
                         "~28,680 steps by the end | d 0.500 g 0.800 nce 3.200")
+    assert lines[3].startswith("train: ended at step 240 | 2.00 steps/s | 0:03:00 of the 4:00:00 budget (1%) | d")
     assert "783:" not in out.getvalue() and "138:" not in out.getvalue()  # no ETA for the million steps
 
 
