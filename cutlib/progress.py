@@ -7,7 +7,7 @@ papermill stores every redraw as an output of the executed notebook (200 demo st
 
 The rule (`progress_style`), first match wins:
   - CUTLIB_PROGRESS=bar|lines|off in the environment (cutlib.suite sets lines for its kernels, the DDP
-    launcher for its ranks, whose output reaches the notebook through a pipe);
+    launcher for its ranks, whose output reaches the notebook through a pipe; off silences training's);
   - in a Jupyter kernel: lines when a notebook runner executes it (papermill, `jupyter execute`,
     nbconvert --execute: nbclient starts its kernels with --HistoryManager.hist_file, which JupyterLab
     never passes) or in a Kaggle batch run (KAGGLE_KERNEL_RUN_TYPE=Batch, "Save Version"); otherwise a bar
@@ -60,10 +60,10 @@ def budget_outlook(step: int, steps: int, rate: float, elapsed: float, budget_s:
     return left, step + int(rate * left)
 
 
-def eta_text(seconds_per_step: float, steps: int, budget_s: float = 0.0, step: int = 0, elapsed: float = 0.0) -> str:
+def eta_text(seconds_per_step: float, steps: int, budget_s: float = 0.0) -> str:
     """01's ETA line: the hours `steps` take, or with a time budget the steps the budget is expected to buy."""
     rate = 1.0 / seconds_per_step if seconds_per_step > 0 else float("inf")
-    eta, reach = budget_outlook(step, steps, rate, elapsed, budget_s)
+    eta, reach = budget_outlook(0, steps, rate, 0.0, budget_s)
     if budget_s and reach < steps:
         return f"ETA {budget_s / 3600:.2f} h (the time budget) for ~{reach:,} steps; steps={steps:,} is only a bound"
     within = f", within the {budget_s / 3600:.2f} h budget" if budget_s else ""
