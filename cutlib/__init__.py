@@ -11,9 +11,12 @@ if "ipykernel" in _sys.modules:
 
     # Without ipywidgets, tqdm.auto falls back to a text bar (what papermill logs want); say nothing.
     _warnings.filterwarnings("ignore", message="IProgress not found")
-    if _os.environ.get("CUTLIB_TEXT_PROGRESS"):
-        # Set by cutlib.suite for papermill's kernels: with ipywidgets installed (make lab, make test) tqdm.auto
-        # draws widget bars, which papermill's log shows only in their first state ("0%"); text bars stream.
+    from .progress import progress_style as _progress_style
+
+    if _progress_style() == "lines":
+        # A kernel papermill (or Kaggle's batch run) executes, see cutlib/progress.py: with ipywidgets installed
+        # (make lab, make test) tqdm.auto draws widget bars, which papermill's log shows only in their first
+        # state ("0%"); text bars stream. (Training prints plain lines of its own.)
         import tqdm.auto as _tqdm_auto
         import tqdm.std as _tqdm_std
 

@@ -81,6 +81,7 @@ class TrainConfig:
     # --- output ---
     out_dir: str = "runs/demo"  # run folder: config.yaml, ckpt/, metrics.jsonl, samples/
     log_every: int = 50  # steps between metrics.jsonl lines
+    progress_every_s: float = 30.0  # seconds between progress lines where output is kept (papermill, logs, Kaggle)
     sample_every: int = 1_000  # steps between sample grids (0: off)
     ckpt_every: int = 2_000  # steps between checkpoints
     eval_every: int = 0  # steps between in-training MiFID evaluations, which keep ckpt/best.pt (0: off)
@@ -129,6 +130,8 @@ class TrainConfig:
         for name in ("beta1", "beta2", "lr_decay_start", "ema_decay"):
             if not 0.0 <= getattr(self, name) < 1.0 + (name == "lr_decay_start"):
                 raise ConfigError(f"{name}={getattr(self, name)}: must be in [0, 1)")
+        if not 0 < self.progress_every_s:
+            raise ConfigError(f"progress_every_s={self.progress_every_s}: must be > 0 (seconds between lines)")
         if not 0 < self.nce_t:
             raise ConfigError(f"nce_t={self.nce_t}: must be > 0")
         from .nets import TAP_LAYERS  # local import: nets imports nothing from here, keep it that way
@@ -161,10 +164,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(known))
         if unknown:
-            raise ConfigError(f"unknown config key(s) {unknown}; accepted keys: {sorted(known)}")
+            raise ConfigError(f"unknown config key(s) {unknown}; {closest_keys(unknown, known)}")
         return cls(**d)
 
     def save(self, path: str | os.PathLike) -> None:
@@ -212,6 +215,30 @@ def field_help() -> dict[str, str]:
 
     src = inspect.getsource(TrainConfig)
     return {m[0]: m[1].strip() for m in re.findall(r"^    (\w+): [^=]+=[^#\n]+#(.*)$", src, re.M)}
+
+
+def closest_keys(unknown: list[str], known, where: str = "`python -m cutlib.train --help` lists every field") -> str:
+    """'did you mean ...' for each unknown key close to an accepted one: a typo's fix, rather than a list
+    of all 50 fields to read through. `where` says where the full list is."""
+    import difflib
+
+    hints = [f"{' or '.join(map(repr, close))} for {k!r}" for k in unknown
+             if (close := difflib.get_close_matches(k, list(known), n=2, cutoff=0.6))]
+    return f"did you mean {', '.join(hints)}? ({where})" if hints else where
+
+
+def field_groups() -> list[tuple[str, list[str]]]:
+    """TrainConfig's fields in the groups of its source (`# --- data ---` ...), for --help."""
+    import inspect
+    import re
+
+    groups: list[tuple[str, list[str]]] = []
+    for m in re.finditer(r"^    # --- (.+?) ---$|^    (\w+): [^=]+=", inspect.getsource(TrainConfig), re.M):
+        if m[1]:
+            groups.append((m[1], []))
+        elif groups:
+            groups[-1][1].append(m[2])
+    return [g for g in groups if g[1]]  # the later `# --- ... ---` comments head methods, not fields
 
 
 def _coerce_and_check_types(cfg: TrainConfig) -> None:

@@ -103,12 +103,14 @@ def translate_files(G: torch.nn.Module, jobs, gen_size: int = 256, out_size: int
     """Yield (job_index, uint8 HxWx3 at out_size) for decodable jobs, in order, at most `limit` of them."""
     from tqdm.auto import tqdm
 
+    from .progress import redraw
+
     device = torch.device(device)
     limit = len(jobs) if limit is None else limit
     loader = torch.utils.data.DataLoader(_Decoded(jobs, gen_size), batch_size=batch_size,
                                          num_workers=num_workers, pin_memory=device.type == "cuda")
     done = 0
-    with tqdm(total=limit, disable=not progress, desc="translate", dynamic_ncols=True) as bar:
+    with tqdm(total=limit, disable=not progress, desc="translate", dynamic_ncols=True, **redraw()) as bar:
         for x, idx in loader:
             with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                                                  enabled=amp_dtype is not None):

@@ -14,10 +14,8 @@ import time
 from pathlib import Path
 
 from .config import TrainConfig
-
-# Unix time the run's time budget counts from. train_ddp sets it in the ranks' environment, so that
-# torchrun's start-up (interpreters, imports, CUDA and NCCL initialisation) is spent from the budget too.
-BUDGET_START_ENV = "CUTLIB_BUDGET_START"
+from .progress import PROGRESS_ENV
+from .schedule import BUDGET_START_ENV
 
 
 class LaunchError(RuntimeError):
@@ -30,7 +28,8 @@ def torchrun_command(config_file: str | Path, nproc: int) -> list[str]:
 
 
 def rank_environment(started: float) -> dict[str, str]:
-    """The ranks' environment: ours, plus the folder this cutlib was imported from and the budget start.
+    """The ranks' environment: ours, plus the folder this cutlib was imported from, the budget start and
+    progress in lines.
 
     The ranks are fresh interpreters: a notebook that imported cutlib from a folder it put on sys.path
     (the Kaggle bundle writes its carried copy to /tmp/cutlib_src) must hand that folder on, or the ranks
@@ -41,6 +40,9 @@ def rank_environment(started: float) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([src] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env[BUDGET_START_ENV] = repr(started)
+    # rank 0's output reaches the notebook through a pipe, line by line: a bar's '\r' redraws would each
+    # become a line there (cutlib/progress.py)
+    env[PROGRESS_ENV] = "off" if env.get(PROGRESS_ENV) == "off" else "lines"
     return env
 
 

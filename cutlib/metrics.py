@@ -90,8 +90,10 @@ class InceptionFeatures:
         """Features of any iterable of uint8 HxWx3 images (any sizes), in batches."""
         from tqdm.auto import tqdm
 
+        from .progress import redraw
+
         feats, buf = [], []
-        bar = tqdm(total=total, disable=not progress, desc=desc, dynamic_ncols=True)
+        bar = tqdm(total=total, disable=not progress, desc=desc, dynamic_ncols=True, **redraw())
         for img in images:
             buf.append(img)
             if len(buf) == self.batch_size:

@@ -12,7 +12,7 @@ from .config import TrainConfig, field_help
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
 SANITY_FIELDS = ("data", "photo_dir", "monet_dir", "image_size", "load_size", "batch_size", "steps", "mode",
-                 "gan_loss", "ngf", "n_blocks", "antialias", "num_patches", "amp", "device", "seed")
+                 "gan_loss", "ngf", "n_blocks", "antialias", "num_patches", "amp", "device", "seed", "time_budget_hours")
 
 # 03 sets no training field; its own parameters, in the same `name: type = value  # help` form.
 GENERATE_PARAMS = (
@@ -86,7 +86,8 @@ def sanity_notebook():
     return _notebook([
         _md("""
 # 01 · Sanity check before spending GPU hours
-Environment, data, networks, one real training step, seconds per step and the ETA for `steps`.
+Environment, data, networks, one real training step, seconds per step and the ETA for `steps` (with
+`time_budget_hours`: the steps the budget is expected to buy).
 Ends with a PASS/FAIL table (the notebook fails if any check fails). Parameters mirror `TrainConfig`."""),
         _code("from cutlib.notebook import config_from, friendly_errors, show\nfrom cutlib.sanity import Report"),
         _params_cell(config_params(SANITY_FIELDS)),

@@ -82,6 +82,7 @@ class Report:
         returns a photo -> output grid from the (barely trained) EMA generator."""
         from .data import UnpairedDataset, eval_image
         from .model import CUTModel, resolve_device
+        from .progress import budget_outlook, eta_text
         from .viz import pairs_grid
 
         out = {}
@@ -114,12 +115,13 @@ class Report:
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)
             sps = float(np.median(times))
-            eta_h = sps * cfg.steps / 3600
-            self.facts.update(seconds_per_step=sps, eta_hours=eta_h, losses=losses)
+            budget_s = cfg.time_budget_hours * 3600
+            eta_s, reach = budget_outlook(0, cfg.steps, 1 / sps, 0.0, budget_s)
+            self.facts.update(seconds_per_step=sps, eta_hours=eta_s / 3600, budget_steps=reach, losses=losses)
             sample = torch.stack([eval_image(p, cfg.image_size) for p in self.facts["photos"][:2]])
             out["img"] = pairs_grid(sample, model.translate(sample))
             return (", ".join(f"{k} {v:.3f}" for k, v in losses.items()) +
-                    f"; {sps:.3f} s/step -> ETA {eta_h:.2f} h for {cfg.steps} steps")
+                    f"; {sps:.3f} s/step -> {eta_text(sps, cfg.steps, budget_s)}")
 
         self._run("training step", check)
         return out.get("img")

@@ -1,5 +1,21 @@
-"""Learning-rate schedules: in steps (official CUT), or in wall-clock time for runs that stop on a budget."""
+"""Learning-rate schedules: in steps (official CUT), or in wall-clock time for runs that stop on a budget,
+and where that budget's clock starts."""
 from __future__ import annotations
+
+import os
+import time
+
+# Unix time the run's time budget counts from. launch.train_ddp sets it in the ranks' environment, so that
+# torchrun's start-up (interpreters, imports, CUDA and NCCL initialisation) is spent from the budget too.
+# Here, below both launch and train, so that neither imports the other for it.
+BUDGET_START_ENV = "CUTLIB_BUDGET_START"
+
+
+def budget_origin(now: float) -> float:
+    """The reading of the clock that gave `now` at which the budget started: `now` itself, or earlier by
+    the time since the launcher's start in BUDGET_START_ENV (Kaggle counts the session, not a rank's)."""
+    launched = os.environ.get(BUDGET_START_ENV)
+    return now - max(0.0, time.time() - float(launched)) if launched else now
 
 
 def linear_tail(progress: float, decay_start: float) -> float:

@@ -12,8 +12,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import ConfigError, load_yaml
+from .config import ConfigError, closest_keys, load_yaml
 from .nbbuild import NOTEBOOK_DIR, NOTEBOOKS
+from .progress import PROGRESS_ENV
 
 
 def notebook_parameters(path: Path) -> dict:
@@ -28,7 +29,8 @@ def split_params(params: dict, notebooks: list[Path]) -> dict[Path, dict]:
     known = set().union(*declared.values())
     unknown = sorted(set(params) - known)
     if unknown:
-        raise ConfigError(f"unknown parameter(s) {unknown}; the notebooks accept: {sorted(known)}")
+        raise ConfigError(f"unknown parameter(s) {unknown}; "
+                          + closest_keys(unknown, known, f"the notebooks accept: {sorted(known)}"))
     return {nb: {k: v for k, v in params.items() if k in declared[nb]} for nb in notebooks}
 
 
@@ -42,7 +44,7 @@ def run_suite(params: dict, out: Path, notebook_dir: Path = NOTEBOOK_DIR, only: 
     per_nb = split_params(params, [notebook_dir / n for n in names])
     (out / "executed").mkdir(parents=True, exist_ok=True)
     timings = {}
-    with _text_progress_in_kernels():
+    with _line_progress_in_kernels():
         for nb, p in per_nb.items():
             t0 = time.time()
             print(f"== {nb.name} {json.dumps(p)}", flush=True)
@@ -54,17 +56,16 @@ def run_suite(params: dict, out: Path, notebook_dir: Path = NOTEBOOK_DIR, only: 
 
 
 @contextmanager
-def _text_progress_in_kernels():
-    """Kernels started meanwhile (they inherit this environment) draw text progress bars: see cutlib/__init__."""
-    old = os.environ.get("CUTLIB_TEXT_PROGRESS")
-    os.environ["CUTLIB_TEXT_PROGRESS"] = "1"
+def _line_progress_in_kernels():
+    """Kernels started meanwhile (they inherit this environment) print progress lines, not bars, whatever
+    cutlib.progress would guess: the executed notebooks are kept."""
+    old = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = old or "lines"  # one set by the caller (off, bar) stands
     try:
         yield
     finally:
         if old is None:
-            del os.environ["CUTLIB_TEXT_PROGRESS"]
-        else:
-            os.environ["CUTLIB_TEXT_PROGRESS"] = old
+            del os.environ[PROGRESS_ENV]
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
 """CUT training: the loop around CUTModel's step (data, logging, samples, evaluation, checkpoints, time
 budget), and the command line, which is also the torchrun entry point.
 
-Usage:  python -m cutlib.train [-f params/smoke.yaml] [--steps 100 --out_dir runs/x ...]
+Usage:  python -m cutlib.train [-f params/smoke.yaml] [--steps 100 --out_dir runs/x ...]  (--help: every field)
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import torch
 from .checkpoint import link_atomic, load_checkpoint, prune_numbered, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import UnpairedDataset, eval_image, make_demo_data, scan_images
-from .launch import BUDGET_START_ENV
 from .distributed import all_ranks_any, barrier, broadcast_from_rank0, rank_mean, rank_world
 from .model import LOSS_KEYS, CUTModel, resolve_amp, resolve_device
-from .schedule import lr_factor_at
+from .progress import TrainProgress, progress_style
+from .schedule import budget_origin, lr_factor_at
 from .viz import save_pairs_grid
 
 
@@ -110,10 +110,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
     rank 0 alone logs, samples, evaluates and checkpoints. `clock` (seconds) drives the time budget and
     the time lr schedule; tests pass a fake one."""
     t_start = clock()
-    # Under the notebook launcher the budget started when 02 launched torchrun (Kaggle counts the session,
-    # not this rank's start-up): it passes that wall time down.
-    launched = os.environ.get(BUDGET_START_ENV)
-    t_budget = t_start - max(0.0, time.time() - float(launched)) if launched else t_start
+    t_budget = budget_origin(t_start)  # under the notebook launcher: when 02 launched torchrun
     rank, world = rank_world()
     device = resolve_device(cfg)
     if device.type == "cuda" and world > 1:
@@ -179,20 +176,20 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
                                      f"amp='off', or grad clipping.")
 
     evaluator = Evaluator(cfg, photos, device) if cfg.eval_every and rank == 0 else None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=cfg.steps, initial=start, disable=not progress or rank > 0, desc="train", dynamic_ncols=True)
     pending: list[tuple[int, dict]] = []
     t_log, steps_since_log, stop_reason = clock(), 0, "steps"
     step_time_max, ckpt_seconds, t_prev, lr = 0.0, 0.0, clock(), cfg.lr
+    # a live bar where a person watches, a line every progress_every_s where output is stored (papermill, logs)
+    shown = TrainProgress(start, cfg.steps, t_budget, t_prev, cfg.time_budget_hours * 3600,
+                          progress_style() if progress and rank == 0 else "off", cfg.progress_every_s)
     metrics_file = open(out / "metrics.jsonl", "a") if rank == 0 else None
     try:
         for photo, monet in loader:
             lr = model.set_lr(lr_factor_at(model.step, clock() - t_budget, cfg))
             pending.append((model.step, model.train_step(photo, monet)))
             steps_since_log += 1
-            bar.update(1)
             now = clock()
+            shown.update(model.step, now)
             step_time_max = max(step_time_max * 0.99, now - t_prev)  # slow-decaying worst case
             t_prev = now
             is_last = model.step >= (until_step or cfg.steps)
@@ -209,8 +206,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
                     metrics_file.flush()
                     if on_log:
                         on_log(rec)
-                bar.set_postfix(d=f"{rec['d_loss']:.3f}", g=f"{rec['g_loss']:.3f}", nce=f"{rec['nce']:.3f}",
-                                ips=f"{rec['images_per_s']:.2f}")
+                shown.losses(rec)
                 pending, steps_since_log, t_log = [], 0, clock()
             if rank == 0:
                 if cfg.sample_every and model.step % cfg.sample_every == 0:
@@ -235,7 +231,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
                     stop_reason = "time_budget"
                     break
     finally:
-        bar.close()
+        shown.close(t_prev)
         if metrics_file:
             metrics_file.close()
     if stop_reason == "time_budget":
@@ -255,6 +251,35 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
 
 
 # ---------------------------------------------------------------------------------------------- CLI
+
+USAGE = """usage: python -m cutlib.train [-h] [-f FILE.yaml] [--FIELD VALUE | --FIELD=VALUE ...]
+       torchrun --nproc_per_node N -m cutlib.train -f FILE.yaml ...   (DDP: one process per GPU)
+
+Trains CUT, photo -> Monet. Writes <out_dir>/{config.yaml, metrics.jsonl, ckpt/, samples/}, then prints a
+JSON summary. -f reads fields from a YAML file (params/*.yaml); each --FIELD VALUE after it overrides one,
+the value read as YAML (--steps 2000  --nce_layers 0,4,8  --diffaug ''  --resume true).
+Progress: a live bar on a terminal; one line every progress_every_s seconds when the output goes to a file
+or a pipe (CUTLIB_PROGRESS=bar|lines|off chooses). With time_budget_hours, against the budget."""
+
+
+def cli_help() -> str:
+    """--help: the usage, then every TrainConfig field with its type, default and help, in its groups."""
+    import dataclasses
+
+    from .config import field_groups, field_help
+
+    helps, defaults = field_help(), TrainConfig().to_dict()
+    types = {f.name: str(f.type).replace("<class '", "").rstrip("'>") for f in dataclasses.fields(TrainConfig)}
+    lines = [USAGE]
+    for group, names in field_groups():
+        lines.append(f"\n{group}:")
+        for name in names:
+            value = defaults[name]
+            shown = ",".join(map(str, value)) if isinstance(value, list) else repr(value) if value == "" else value
+            typ = "LIST" if types[name] == "tuple" else types[name].upper()
+            lines.append(f"  --{name} {typ:<6}".ljust(30) + f" {helps[name]} (default: {shown})")
+    return "\n".join(lines)
+
 
 def parse_cli(argv: list[str]) -> TrainConfig:
     """`-f file.yaml` then `--field value` overrides (values parsed as YAML scalars)."""
@@ -289,8 +314,12 @@ def parse_cli(argv: list[str]) -> TrainConfig:
 def main(argv=None) -> int:
     """Also the torchrun entry point: `torchrun --nproc_per_node N -m cutlib.train -f params/x.yaml`."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print(cli_help())
+        return 0
     try:
-        cfg = parse_cli(sys.argv[1:] if argv is None else argv)
+        cfg = parse_cli(argv)
         if distributed and not torch.distributed.is_initialized():
             backend = "nccl" if resolve_device(cfg).type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend)

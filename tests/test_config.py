@@ -27,9 +27,13 @@ def test_bad_values_name_the_field(kw, field):
         TrainConfig(**kw)
 
 
-def test_unknown_key_lists_accepted_keys():
-    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['stepz'\].*accepted keys"):
+def test_unknown_key_names_the_closest_accepted_ones():
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['stepz'\]; did you mean 'steps' for 'stepz'"):
         TrainConfig.from_dict({"stepz": 3})
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict({"image_sze": 64, "zzz": 1})
+    assert "'image_size' for 'image_sze'" in str(err.value) and "--help" in str(err.value)
+    assert "num_workers" not in str(err.value)  # not a list of all fields
 
 
 def test_yaml_round_trip(tmp_path):

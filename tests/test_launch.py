@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 import cutlib
-from cutlib.launch import BUDGET_START_ENV, LaunchError, check_gpus, rank_environment
+from cutlib.launch import LaunchError, check_gpus, rank_environment
+from cutlib.schedule import BUDGET_START_ENV
 
 
 def test_ranks_import_the_cutlib_the_notebook_imported_and_get_the_launch_time():
@@ -15,6 +16,14 @@ def test_ranks_import_the_cutlib_the_notebook_imported_and_get_the_launch_time()
     # /tmp/cutlib_src), so a fresh interpreter cannot pick another copy
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(Path(cutlib.__file__).resolve().parent.parent)
     assert float(env[BUDGET_START_ENV]) == 1234.5
+    assert env["CUTLIB_PROGRESS"] == "lines"  # rank 0's output reaches the notebook through a pipe
+
+
+def test_ranks_keep_progress_off_when_asked(monkeypatch):
+    monkeypatch.setenv("CUTLIB_PROGRESS", "off")
+    assert rank_environment(started=0.0)["CUTLIB_PROGRESS"] == "off"
+    monkeypatch.setenv("CUTLIB_PROGRESS", "bar")  # a bar's redraws would each be a line through the pipe
+    assert rank_environment(started=0.0)["CUTLIB_PROGRESS"] == "lines"
 
 
 def test_more_ranks_than_gpus_is_an_error_naming_nproc(tiny_cfg, monkeypatch):

@@ -84,10 +84,38 @@ def test_suite_runs_end_to_end_on_demo_data(suite_env):
     assert len(images) >= 2  # the loss curves and the MiFID curve
     stderr = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", [])
                      if o.get("name") == "stderr")
-    assert "train: 100%" in stderr  # a text bar, which papermill's log streams, though make test has ipywidgets
+    assert "train: ended at step 4/4 (100%)" in stderr  # plain lines, not widgets, though make test has ipywidgets
     sanity = json.loads((out / "executed/01_sanity.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) for c in sanity["cells"] for o in c.get("outputs", []))
     assert "OVERALL: PASS" in text and "ETA" in text
+
+
+@pytest.mark.slow
+def test_papermill_run_of_02_keeps_progress_to_a_line_per_interval(suite_env, demo_root, monkeypatch):
+    """`papermill 02_train.ipynb -p steps 50000` stored one output per bar redraw (make demo's 200 steps: ~200
+    outputs, 262 KB). Under papermill itself (no cutlib.suite, no CUTLIB_PROGRESS) progress is a line per
+    progress_every_s, so the executed notebook's outputs depend on the run's length, not on its steps."""
+    import papermill
+
+    monkeypatch.delenv("CUTLIB_PROGRESS", raising=False)
+    every, steps = 3.0, 300  # a bar gave about one output per step (its 0.1 s redraws outpace a CPU step)
+    params = dict(data=str(demo_root), image_size=32, load_size=36, ngf=8, ndf=8, n_blocks=5, num_patches=16,
+                  steps=steps, log_every=10, ckpt_every=steps, sample_every=0, num_workers=0, progress_every_s=every,
+                  out_dir=str(suite_env / "run"))
+    out = suite_env / "02.ipynb"
+    papermill.execute_notebook(str(NOTEBOOK_DIR / "02_train.ipynb"), str(out), parameters=params,
+                               kernel_name="python3", progress_bar=False)
+    nb = json.loads(out.read_text())
+    cell = next(c for c in nb["cells"] if "train(cfg)" in "".join(c["source"]))
+    seconds = cell["metadata"]["papermill"]["duration"]
+    streams = [o for o in cell["outputs"] if o["output_type"] == "stream"]
+    text = "".join("".join(o["text"]) for o in streams)
+    lines = [line for line in text.splitlines() if line.startswith("train:")]
+    assert "\r" not in text and "it/s" not in text, text[:500]  # no bar redraws
+    assert lines[-1].startswith(f"train: ended at step {steps}/{steps} (100%)")
+    # the opening and closing lines and one per interval; ipykernel may split or join them into messages
+    assert len(lines) <= 2 + seconds / every and len(streams) <= len(lines), (seconds, len(streams), lines)
+    assert len(text) < 160 * len(lines)
 
 
 @pytest.mark.slow

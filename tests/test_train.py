@@ -1,5 +1,6 @@
 import json
 import pickle
+import time
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 from conftest import assert_trained_alike
 
 from cutlib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from cutlib.config import TrainConfig
 from cutlib.model import CUTModel
 from cutlib.schedule import lr_factor
 from cutlib.train import NonFiniteLossError, train
@@ -209,3 +211,48 @@ def test_time_schedule_decays_the_lr_to_zero_by_a_budget_stop_on_a_fake_clock(ti
     train(plain, progress=False, clock=clock)
     assert all(json.loads(x)["lr"] == cfg.lr  # never decayed
                for x in Path(plain.out_dir, "metrics.jsonl").read_text().splitlines())
+
+
+def test_cli_help_lists_every_field_with_type_default_and_help_in_its_group():
+    import subprocess
+    import sys
+
+    from cutlib.config import field_groups, field_help
+
+    r = subprocess.run([sys.executable, "-m", "cutlib.train", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("usage: python -m cutlib.train") and not r.stderr
+    lines = r.stdout.splitlines()
+    helps, at = field_help(), -1
+    for group, names in field_groups():  # the groups of TrainConfig, in its order
+        assert lines.index(f"{group}:") > at
+        at = lines.index(f"{group}:")
+        for name in names:
+            line = lines[at + 1 + names.index(name)]
+            assert line.startswith(f"  --{name} ") and helps[name] in line and "(default: " in line, line
+    assert sum(len(n) for _, n in field_groups()) == len(TrainConfig.__dataclass_fields__)
+    assert "--image_size INT" in r.stdout and "--nce_layers LIST" in r.stdout and "(default: 0,4,8,12,16)" in r.stdout
+    short = subprocess.run([sys.executable, "-m", "cutlib.train", "-f", "x.yaml", "-h"], capture_output=True, text=True)
+    assert short.returncode == 0 and short.stdout == r.stdout
+
+
+def test_cli_progress_into_a_pipe_is_plain_lines_at_the_cadence(demo_root, tmp_path):
+    """`python -m cutlib.train ... > log`: a line every progress_every_s seconds, not a '\\r' state per step."""
+    import os
+    import subprocess
+    import sys
+
+    every, steps = 0.5, 60
+    args = dict(data=str(demo_root), image_size=32, load_size=36, ngf=8, ndf=8, n_blocks=5, num_patches=16,
+                steps=steps, log_every=10, ckpt_every=steps, sample_every=0, num_workers=0, progress_every_s=every,
+                out_dir=str(tmp_path / "run"))
+    env = {k: v for k, v in os.environ.items() if k != "CUTLIB_PROGRESS"}
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "cutlib.train", *[f"--{k}={v}" for k, v in args.items()]],
+                       capture_output=True, text=True, env=env)
+    wall = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["step"] == steps
+    lines = [line for line in r.stderr.splitlines() if line.startswith("train:")]
+    assert "\r" not in r.stderr and "it/s" not in r.stderr  # no bar
+    assert 2 <= len(lines) <= 2 + wall / every, (wall, lines)  # the opening and closing lines, one per interval
+    assert lines[-1].startswith(f"train: ended at step {steps}/{steps} (100%) | ") and "nce " in lines[-1]
