@@ -35,7 +35,7 @@ def test_pyramid_levels_reassemble_the_image():
 
 
 def _textured(kind: str, n: int, seed: int) -> list[np.ndarray]:
-    """Synthetic sets with a known texture: 'strokes' (noise smeared along a random direction per image, like
+    """Synthetic sets with a known texture: 'strokes' (noise smeared horizontally or vertically, like
     brushwork) or 'smooth' (softly blurred noise over a gradient, like a photo's sky and fields)."""
     from PIL import Image, ImageFilter
 
