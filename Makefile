@@ -7,6 +7,7 @@ DATA ?= demo
 
 # The oldest torch requirements.txt allows (its `torch>=X.Y.Z` line), tested in a venv of its own.
 TORCH_FLOOR := $(shell sed -n 's/^torch>=\([0-9][0-9.]*\).*/\1/p' requirements.txt)
+TORCHVISION_FLOOR := $(shell sed -n 's/^torchvision>=\([0-9][0-9.]*\).*/\1/p' requirements.txt)
 FLOOR_VENV ?= .venv-floor
 FLOOR_PY := $(FLOOR_VENV)/bin/python
 
@@ -37,7 +38,7 @@ lab: $(VENV)/.installed-lab
 	$(PY) -m cutlib.lab $(LAB_ARGS)
 
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q --durations=12 tests
+	$(PY) -m pytest -q --durations=25 tests
 
 # The tests whose outcome depends on torch, on the torch floor (CI runs this after `make test`): the
 # training step under every AMP mode, checkpoints, nets, the TorchScript Inception, generation, DDP on
@@ -60,13 +61,14 @@ install-floor: $(FLOOR_VENV)/.installed
 
 test-floor: $(FLOOR_VENV)/.installed
 	$(FLOOR_PY) -c "import torch; v = torch.__version__.split('+')[0]; assert v == '$(TORCH_FLOOR)', v"
+	$(FLOOR_PY) -c "import torchvision as t; v = t.__version__.split('+')[0]; assert v == '$(TORCHVISION_FLOOR)', v"
 	$(FLOOR_PY) -m pytest -q $(FLOOR_TESTS)
 	$(FLOOR_PY) -m pytest -q $(FLOOR_SLOW_TESTS)
 
 $(FLOOR_VENV)/.installed: requirements.txt
 	test -n "$(TORCH_FLOOR)" || { echo "requirements.txt: no torch>=X.Y.Z line"; exit 1; }
 	test -x $(FLOOR_PY) || python3 -m venv $(FLOOR_VENV)
-	$(FLOOR_PY) -m pip install -q "torch==$(TORCH_FLOOR)" -r requirements.txt
+	$(FLOOR_PY) -m pip install -q "torch==$(TORCH_FLOOR)" "torchvision==$(TORCHVISION_FLOOR)" -r requirements.txt
 	$(FLOOR_PY) -m pip install -q --no-deps -e .
 	$(FLOOR_PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@

@@ -6,7 +6,7 @@ saves each run's sample grid (photo | output) as <out>/<run>_grid.png.
 
     python bench/quality.py --data ../shared/data/gan-getting-started --photos 1000 --size 128 --budget 30m
     python bench/quality.py --data ... --size 256 --budget 4m \\
-        --run "base: -f params/baseline.yaml" --run "resid: -f params/baseline.yaml --residual_output true" \\
+        --run "base: -f params/baseline.yaml" --run "resid: -f params/residual.yaml" \\
         --official ../shared/reference/official-cut --fid-weights default_1.fp16.pt.xz
     python bench/quality.py --quick          # CI-sized: demo data, 32 px, 4 steps
 

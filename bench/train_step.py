@@ -162,7 +162,7 @@ def measure(cfg: TrainConfig, device: torch.device, warmup: int = 2, reps: int =
     out = {
         "bench": "train_step", "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "torch": torch.__version__, "size": s, "batch": b,
-        "mode": cfg.mode, "discriminator": cfg.discriminator,
+        "mode": cfg.mode, "discriminator": cfg.discriminator, "lambda_style": cfg.lambda_style,
         "amp": str(model.amp_dtype).replace("torch.", "") if model.amp_dtype else "off",
         "antialias": cfg.antialias, "channels_last": model.memory_format == torch.channels_last,
         "compile": cfg.compile, "cuda_graph": model.graphs is not None and not model.graphs.failed,
@@ -203,7 +203,8 @@ def config_from_args(a, device) -> TrainConfig:
     widths = dict(ngf=8, ndf=8, num_patches=32) if a.quick else {}
     return TrainConfig(image_size=a.size, load_size=a.size, batch_size=a.batch, mode=a.mode, amp=a.amp,
                        antialias=not a.no_antialias, channels_last=a.channels_last, compile=a.compile,
-                       cuda_graph=a.cuda_graph, device=device.type, discriminator=a.discriminator, **widths)
+                       cuda_graph=a.cuda_graph, device=device.type, discriminator=a.discriminator,
+                       lambda_style=a.lambda_style, style_stats=a.style_stats, **widths)
 
 
 def main(argv=None):
@@ -214,6 +215,8 @@ def main(argv=None):
     ap.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"])
     ap.add_argument("--discriminator", default="patch", choices=list(DISCRIMINATORS))
     ap.add_argument("--cuda-graph", default="auto", choices=["auto", "on", "off"])
+    ap.add_argument("--lambda-style", type=float, default=0.0, help="the texture loss's weight (0: off)")
+    ap.add_argument("--style-stats", default="gram", choices=["gram", "meanstd"])
     ap.add_argument("--no-antialias", action="store_true", help="the 'fast' architecture: strided convs")
     ap.add_argument("--channels-last", action="store_true", help="CUDA: channels_last (default NCHW)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the generator (compile time not timed)")

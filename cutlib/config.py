@@ -17,6 +17,18 @@ DEVICES = ("auto", "cpu", "cuda")
 LR_SCHEDULES = ("steps", "time")
 CUDA_GRAPH = ("auto", "on", "off")
 DISCRIMINATORS = ("patch", "projected", "patch+projected")
+STYLE_STATS = ("gram", "meanstd")
+# Official CUT numbers the generator's taps by position in one nn.Sequential; we keep those numbers as
+# names so configs stay compatible (`nce_layers 0,4,8,12,16`), but never index modules by them. Here,
+# not in nets.py: the config checks them, and config imports no network code.
+TAP_NAMES = {
+    0: "padded_input",  # the reflect-padded image
+    4: "down1_conv",  # first downsampling conv output (128 ch, full resolution when antialiased)
+    8: "down2_conv",  # second downsampling conv output (256 ch)
+    12: "block1",  # output of residual block 1
+    16: "block5",  # output of residual block 5
+}
+TAP_LAYERS = tuple(TAP_NAMES)
 
 
 class ConfigError(ValueError):
@@ -54,6 +66,8 @@ class TrainConfig:
     gan_loss: str = "hinge"  # "hinge", "lsgan" or "nonsaturating"
     lambda_gan: float = 1.0  # adversarial weight
     lambda_proj: float = 1.0  # the projected discriminator's adversarial weight, relative to the PatchGAN's
+    lambda_style: float = 0.0  # texture loss: G's output's EfficientNet-Lite0 stride-4/8 statistics vs the step's painting's (0: off)
+    style_stats: str = "gram"  # the texture loss's statistics: "gram" (Gram matrices) or "meanstd" (per-channel mean and std)
     lambda_nce: float = 1.0  # PatchNCE weight (fastcut: 10)
     nce_idt: bool = True  # also apply NCE to (monet, G(monet)) and average (fastcut: False)
     nce_layers: tuple = (0, 4, 8, 12, 16)  # CUT tap indices (official numbering)
@@ -73,7 +87,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # fixed EMA decay per step instead of the half-life (0: use half-life)
     # --- hardware ---
     device: str = "auto"  # "auto", "cpu" or "cuda"
-    amp: str = "auto"  # "auto" (bf16 on capable GPUs, fp16 on older ones, off on CPU), "bf16", "fp16", "off"
+    amp: str = "auto"  # "auto" (bf16 on GPUs and CPUs with bf16 units, fp16 on older GPUs, else off), "bf16", "fp16", "off"
     channels_last: bool = False  # channels_last on CUDA (off: InstanceNorm and reflection pads copy it to NCHW)
     compile: bool = False  # torch.compile the generator's training forward (slow first steps while it compiles)
     cuda_graph: str = "auto"  # "auto" (on for one-process CUDA training), "on", "off": replay the step as a CUDA graph
@@ -106,6 +120,7 @@ class TrainConfig:
         _choice(self, "lr_schedule", LR_SCHEDULES)
         _choice(self, "cuda_graph", CUDA_GRAPH)
         _choice(self, "discriminator", DISCRIMINATORS)
+        _choice(self, "style_stats", STYLE_STATS)
         if self.discriminator == "projected" and self.r1_weight > 0:
             raise ConfigError("r1_weight > 0 penalises the PatchGAN, and discriminator='projected' has none "
                               "(Projected GAN uses no R1); use 'patch+projected' or r1_weight 0")
@@ -118,7 +133,7 @@ class TrainConfig:
                      "log_every", "ckpt_every", "r1_every", "eval_photos"):
             _at_least(self, name, 1)
         for name in ("num_workers", "n_blocks", "eval_every", "identity_warmup", "sample_every", "keep_ckpts",
-                     "lr", "lambda_gan", "lambda_proj", "lambda_nce", "lambda_identity", "r1_weight", "grad_clip_g",
+                     "lr", "lambda_gan", "lambda_proj", "lambda_style", "lambda_nce", "lambda_identity", "r1_weight", "grad_clip_g",
                      "grad_clip_d", "ema_halflife_kimg", "ema_rampup", "time_budget_hours"):
             _at_least(self, name, 0)
         if self.image_size % 4:
@@ -134,8 +149,6 @@ class TrainConfig:
             raise ConfigError(f"progress_every_s={self.progress_every_s}: must be > 0 (seconds between lines)")
         if not 0 < self.nce_t:
             raise ConfigError(f"nce_t={self.nce_t}: must be > 0")
-        from .nets import TAP_LAYERS  # local import: nets imports nothing from here, keep it that way
-
         bad = [t for t in self.nce_layers if t not in TAP_LAYERS]
         if bad or not self.nce_layers:
             raise ConfigError(f"nce_layers={self.nce_layers}: each must be one of {TAP_LAYERS}")
@@ -254,6 +267,8 @@ def _coerce_and_check_types(cfg: TrainConfig) -> None:
                 raise ConfigError(f"{f.name}={value!r}: expected a list of integers") from None
         elif want is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)  # YAML and papermill hand us 1 for 1.0
+        elif want is str and isinstance(value, bool):
+            value = "on" if value else "off"  # YAML 1.1 reads `--amp off` / `cuda_graph: on` as booleans
         elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
             raise ConfigError(f"{f.name}={value!r}: expected {want.__name__}, got {type(value).__name__}")
         setattr(cfg, f.name, value)

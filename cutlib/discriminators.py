@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from .nets import BlurDownsample, _norm, init_weights
+from .projection import MIX_CHANNELS, RandomProjection
 
 
 class PatchDiscriminator(nn.Module):
@@ -57,11 +58,10 @@ class ProjectedDiscriminator(nn.Module):
     (3 / 2 / 1 / 0 downsamplings), so every head gives the same number of logits at any image size; the
     logits of all heads are returned side by side, (B, 4 * (H/32) * (W/32)), for one hinge loss."""
 
-    def __init__(self, seed: int = 0, backbone_weights: str = ""):
+    def __init__(self, backbone: nn.Module, seed: int = 0):
         super().__init__()
-        from .projection import MIX_CHANNELS, RandomProjection, frozen_lite0
-
-        self.features = frozen_lite0(backbone_weights)
+        # the frozen backbone is passed in, not loaded here: the texture loss uses the same one (one copy)
+        self.features = backbone
         self.projection = RandomProjection(seed)
         self.heads = nn.ModuleList(_head(c, len(MIX_CHANNELS) - 1 - i) for i, c in enumerate(MIX_CHANNELS))
 
@@ -84,13 +84,16 @@ class Discriminators(nn.Module):
         return tuple(getattr(self, name)(x) for name in self.names)
 
 
-def build_discriminators(cfg) -> Discriminators:
+def build_discriminators(cfg, backbone: nn.Module | None = None) -> Discriminators:
+    """The configured discriminators; `backbone` (frozen EfficientNet-Lite0) is needed by 'projected'."""
     nets: dict[str, nn.Module] = {}
     if cfg.discriminator in ("patch", "patch+projected"):
         nets["patch"] = init_weights(PatchDiscriminator(cfg.ndf, 3, cfg.antialias))
     if cfg.discriminator in ("projected", "patch+projected"):
         # the fixed random mixing follows the run's seed and is saved with its checkpoints
-        nets["projected"] = ProjectedDiscriminator(cfg.seed, cfg.backbone_weights)
+        if backbone is None:
+            raise ValueError(f"discriminator={cfg.discriminator!r} needs the frozen backbone (cutlib.model builds it)")
+        nets["projected"] = ProjectedDiscriminator(backbone, cfg.seed)
     return Discriminators(nets)
 
 

@@ -51,3 +51,31 @@ def barrier(world: int, device: torch.device) -> None:
         t = _SYNC_TENSORS[str(device)]
         torch.distributed.all_reduce(t)
         t.item()
+
+
+_CONTROL: dict = {}
+
+
+def control_group(world: int):
+    """The group for host-side flags the ranks agree on every step (a stop request): the default group on
+    gloo, a gloo group beside NCCL, whose device flag would make the host wait for the GPU every step.
+    Every rank must call it at the same point (creating a group is collective)."""
+    if world == 1 or torch.distributed.get_backend() == "gloo":
+        return None
+    key = id(torch.distributed.distributed_c10d._get_default_group())
+    if key not in _CONTROL:
+        _CONTROL.clear()
+        _CONTROL[key] = torch.distributed.new_group(backend="gloo")
+    return _CONTROL[key]
+
+
+_FLAG = torch.zeros(1, dtype=torch.int64)  # kept alive for the reason barrier() gives
+
+
+def max_over_ranks(value: int, world: int, group=None) -> int:
+    """The largest of every rank's `value` (an int on the host), on every rank."""
+    if world == 1:
+        return value
+    _FLAG.fill_(int(value))
+    torch.distributed.all_reduce(_FLAG, op=torch.distributed.ReduceOp.MAX, group=group)
+    return int(_FLAG.item())

@@ -1,6 +1,7 @@
 """Inference: load a generator (EMA weights by default), translate photos, stream PNGs into images.zip."""
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import sys
@@ -15,8 +16,9 @@ import torch
 from PIL import Image
 
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_weights
-from .config import TrainConfig
-from .data import list_images, load_rgb, to_tensor, to_uint8
+from .config import TrainConfig, data_folders
+from .data import list_images, load_rgb, resize_square, to_tensor, to_uint8, to_uint8_chw
+from .jobs import JobFailed, JobParser, require_positive, run_job
 from .model import resolve_amp
 from .nets import build_generator
 
@@ -56,14 +58,22 @@ def load_generator(path: str | os.PathLike, weights: str = "ema", device: str | 
     return G.to(device).eval().requires_grad_(False), info
 
 
-def _view(im: Image.Image, variant: str, size: int) -> Image.Image:
+def resolve_device_name(device: str) -> torch.device:
+    """'auto' (CUDA when there is one), 'cpu' or 'cuda'."""
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+
+
+def _view(im: Image.Image, variant: str, size: int) -> torch.Tensor:
+    """The photo as one submission variant sees it: uint8 CHW, size x size."""
+    x = to_uint8_chw(im)
     if "crop" in variant:  # central 87.5% crop: a different framing, not a copy
-        w, h = im.size
-        m = w // 16, h // 16
-        im = im.crop((m[0], m[1], w - m[0], h - m[1]))
+        h, w = x.shape[-2:]
+        x = x[:, h // 16:h - h // 16, w // 16:w - w // 16]
     if "flip" in variant:
-        im = im.transpose(Image.FLIP_LEFT_RIGHT)
-    return im.resize((size, size), Image.BICUBIC) if im.size != (size, size) else im
+        x = x.flip(-1)
+    if x.shape[-2:] != (size, size):
+        x = resize_square(x, size)
+    return x
 
 
 def plan_jobs(files: list[Path], min_count: int, max_count: int, top_up: bool, strict: bool):
@@ -219,8 +229,7 @@ def generate_zip(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, zi
     import time
 
     t0 = time.time()
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = resolve_device_name(device)
     G, info = load_generator(checkpoint, weights, dev)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one batch shape throughout: pick the fastest convs once
@@ -229,7 +238,7 @@ def generate_zip(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, zi
     if target < min_count:
         print(f"warning: only {target} images (< {min_count}) with top_up=False: not a valid submission",
               file=sys.stderr)
-    amp = resolve_amp("auto", dev)  # bf16 where the GPU has it natively, fp16 on a T4 or P100, fp32 on CPU
+    amp = resolve_amp("auto", dev)  # bf16 where the GPU or CPU has it natively, fp16 on a T4 or P100, else fp32
     translated = translate_files(G, candidates, gen_size, 256, batch_size, dev, amp, num_workers, progress,
                                  limit=target)
     stream = ((entry_name(candidates[i]), img) for i, img in translated)
@@ -237,6 +246,34 @@ def generate_zip(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, zi
     report = validate_zip(zip_path, min(min_count, target), max_count)
     return {**written, **report, "photos": len(files), "target": target, "generator": info,
             "seconds": round(time.time() - t0, 2)}
+
+
+def translate_folder(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                     weights: str = "ema", gen_size: int = 256, out_size: int = 256, batch_size: int = 8,
+                     device: str = "auto", num_workers: int = 2, progress: bool = True) -> dict:
+    """Every photo of a folder through the generator, as <out_dir>/<photo name>.png (out_size square),
+    each written atomically: a stopped run leaves finished PNGs and no partial one."""
+    import time
+
+    t0 = time.time()
+    dev = resolve_device_name(device)
+    G, info = load_generator(checkpoint, weights, dev)
+    files = list_images(photo_dir, "photo folder")
+    stems = [p.stem for p in files]
+    clash = sorted({s for s in stems if stems.count(s) > 1})
+    if clash:
+        raise ValueError(f"photo folder {photo_dir}: {clash[:3]} each name two files (.jpg and .png?); their "
+                         f"outputs would overwrite each other as <name>.png")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(p, "") for p in files]
+    written = 0
+    for i, img in translate_files(G, jobs, gen_size, out_size, batch_size, dev, resolve_amp("auto", dev),
+                                  num_workers, progress):
+        atomic_write(out / f"{files[i].stem}.png", lambda tmp: Path(tmp).write_bytes(png_bytes(img)))
+        written += 1
+    return {"out_dir": str(out), "count": written, "photos": len(files), "skipped": len(files) - written,
+            "generator": info, "seconds": round(time.time() - t0, 2)}
 
 
 def _zip_pairs(zip_path, photo_dir, names, size):
@@ -252,7 +289,7 @@ def _zip_pairs(zip_path, photo_dir, names, size):
                 continue
             with Image.open(io.BytesIO(zf.read(n))) as im:
                 out = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
-            pairs.append((np.asarray(_view(load_rgb(src), variant, size)), out))
+            pairs.append((_view(load_rgb(src), variant, size).permute(1, 2, 0).numpy(), out))
     return pairs
 
 
@@ -283,3 +320,59 @@ def diversity(zip_path, photo_dir, n: int = 64, seed: int = 0) -> dict:
     src, out = spread([p[0] for p in pairs]), spread([p[1] for p in pairs])
     return {"output_spread": round(out, 4), "source_spread": round(src, 4), "ratio": round(out / src, 3),
             "collapsed": out / src < 0.25, "pairs": len(pairs)}
+
+
+# ---------------------------------------------------------------- the command line: python -m cutlib.generate
+
+def parser(prog: str = "python -m cutlib.generate") -> argparse.ArgumentParser:
+    ap = JobParser(prog=prog, description="Translate photos with a trained generator (EMA weights by default): into "
+                 "a validated images.zip for Kaggle, or with --out into a folder of PNGs named after the photos.")
+    ap.add_argument("--run-dir", default="", help="run folder written by training (holds ckpt/)")
+    ap.add_argument("--checkpoint", default="auto",
+                    help="'auto' (best.pt if present, else latest.pt), 'best', 'latest', or a .pt path (default: auto)")
+    ap.add_argument("--data", default="demo", help="folder laid out like Kaggle's (photo_jpg/), or 'demo'")
+    ap.add_argument("--photos", default="", help="photo folder to translate (default: <data>/photo_jpg)")
+    ap.add_argument("--zip", default="", help="output zip (default: <run-dir>/images.zip)")
+    ap.add_argument("--out", default="", help="write PNGs into this folder instead of a zip, keeping photo names")
+    ap.add_argument("--weights", default="ema", choices=["ema", "raw"], help="EMA generator (default) or raw")
+    ap.add_argument("--min-count", type=int, default=SUBMISSION_MIN, help="fewest zip entries; top-ups fill in")
+    ap.add_argument("--max-count", type=int, default=SUBMISSION_MAX, help="most zip entries; extra photos left out")
+    ap.add_argument("--no-top-up", action="store_true", help="no flipped/cropped views when photos are too few")
+    ap.add_argument("--strict", action="store_true", help="error instead of adjusting when the count is out of range")
+    ap.add_argument("--gen-size", type=int, default=256, help="translate at this size (outputs are 256x256)")
+    ap.add_argument("--batch", type=int, default=8, help="images per generator batch")
+    ap.add_argument("--workers", type=int, default=2, help="JPEG decoding processes")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    return ap
+
+
+def main(argv=None, prog: str = "python -m cutlib.generate") -> int:
+    ap = parser(prog)
+    a = ap.parse_args(argv)
+    require_positive(ap, a, "gen-size", "batch", "min-count", "max-count")
+    if a.workers < 0:
+        ap.error(f"--workers must be >= 0, not {a.workers}")
+    if not a.run_dir and a.checkpoint in ("auto", "best", "latest"):
+        ap.error(f"--checkpoint {a.checkpoint} needs --run-dir (or give a .pt path)")
+    if not a.out and not a.zip and not a.run_dir:
+        ap.error("say where to write: --zip FILE, --out DIR, or --run-dir (then <run-dir>/images.zip)")
+
+    def job():
+        photos = Path(a.photos) if a.photos else data_folders(a.data)[0]
+        ckpt = resolve_checkpoint(a.checkpoint, a.run_dir or None)
+        common = dict(weights=a.weights, gen_size=a.gen_size, batch_size=a.batch, device=a.device,
+                      num_workers=a.workers, progress=sys.stderr.isatty())
+        if a.out:
+            return translate_folder(ckpt, photos, a.out, **common)
+        zip_file = Path(a.zip) if a.zip else Path(a.run_dir) / "images.zip"
+        try:
+            return generate_zip(ckpt, photos, zip_file, min_count=a.min_count, max_count=a.max_count,
+                                top_up=not a.no_top_up, strict=a.strict, **common)
+        except ZipValidationError as e:  # the photos were read; what came out is not a submission
+            raise JobFailed(f"the zip is not a valid submission: {e}") from e
+
+    return run_job(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

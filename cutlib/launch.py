@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from .config import TrainConfig
 from .progress import PROGRESS_ENV
 from .schedule import BUDGET_START_ENV
+from .stopping import StopNow, StopRequest, TrainingInterrupted
 
 
 class LaunchError(RuntimeError):
@@ -81,16 +83,35 @@ def train_ddp(cfg: TrainConfig, nproc: int, echo=None) -> dict:
     lines: list[str] = []
     with subprocess.Popen(torchrun_command(config_file, nproc), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, bufsize=1, env=rank_environment(started)) as proc:
-        for line in proc.stdout:  # the progress bar of rank 0, warnings, and the final summary line
-            lines.append(line)
-            echo(line)
+        with StopRequest() as stop:
+            stop.on_request = lambda signum: forward_stop(proc, signum)
+            try:
+                for line in proc.stdout:  # the progress bar of rank 0, warnings, and the final summary line
+                    lines.append(line)
+                    echo(line)
+            except StopNow:
+                proc.kill()
+                raise
+    summary = next((json.loads(line) for line in reversed(lines) if line.startswith("{")), None)
+    if summary and summary.get("stop_reason") == "signal":
+        said = next((line.strip() for line in reversed(lines) if "stopped after step" in line), "")
+        raise TrainingInterrupted(said.removeprefix("train: ") or f"stopped after step {summary['step']}",
+                                  summary["step"], str(out / "ckpt" / "latest.pt"), stop.signum or signal.SIGINT, summary)
     if proc.returncode != 0:
         tail = "".join(lines[-15:])
         raise LaunchError(f"torchrun exited with {proc.returncode}; last output:\n{tail}")
-    for line in reversed(lines):
-        if line.startswith("{"):
-            return json.loads(line)
-    raise LaunchError("torchrun finished without a summary line")
+    if summary is None:
+        raise LaunchError("torchrun finished without a summary line")
+    return summary
+
+
+def forward_stop(proc: subprocess.Popen, signum: int) -> None:
+    """Hand a stop the kernel got on to torchrun, which passes it to the ranks; they save and exit. Not when
+    the kernel leads its process group: Jupyter's interrupt (and a terminal's Ctrl-C) signal the whole
+    group, torchrun and the ranks included, and a second copy to torchrun would end it before the ranks
+    finish saving. While the ranks save, the kernel keeps reading their output."""
+    if os.getpgrp() != os.getpid() and proc.poll() is None:
+        proc.send_signal(signum)
 
 
 def rank_banner() -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import random
+from functools import lru_cache
+from pathlib import Path
 from contextlib import nullcontext
 from typing import NamedTuple
 
@@ -23,10 +25,34 @@ from .config import ConfigError, TrainConfig
 from .distributed import rank_world
 from .graphs import CaptureFailed, StepGraphs
 from .ema import EMA, ema_beta
-from .discriminators import adversarial_weights
-from .nets import PatchSampleMLP, build_nets
+from .discriminators import adversarial_weights, build_discriminators
+from .nets import PatchSampleMLP, build_generator, init_weights, tap_channels
+from .projection import frozen_lite0
 
-LOSS_KEYS = ("d_loss", "g_loss", "g_adv", "nce", "identity", "r1")
+LOSS_KEYS = ("d_loss", "g_loss", "g_adv", "nce", "identity", "r1", "style")
+# The texture loss matches the backbone's first two stages (strides 4 and 8, receptive fields of tens of
+# pixels: the scale of brush marks); deeper stages describe objects, and matching those to a random
+# painting's would pull the photo's content toward it.
+STYLE_STAGES = 2
+
+
+def uses_backbone(cfg: TrainConfig) -> bool:
+    return "projected" in cfg.discriminator or cfg.lambda_style > 0
+
+
+def build_networks(cfg: TrainConfig):
+    """(G, D, the PatchNCE MLP, the frozen EfficientNet-Lite0 or None). One backbone serves both the
+    projected discriminator and the texture loss. It is loaded with the global RNG set aside (its
+    modules' default init draws from it before the weights replace them), so G, D and the MLP start
+    from the same weights with or without it."""
+    backbone = None
+    if uses_backbone(cfg):
+        with torch.random.fork_rng(devices=[]):
+            backbone = frozen_lite0(cfg.backbone_weights)
+    G = build_generator(cfg)
+    D = build_discriminators(cfg, backbone)
+    mlp = init_weights(PatchSampleMLP(tap_channels(cfg.ngf, cfg.nce_layers)))
+    return G, D, mlp, backbone
 
 
 def resolve_device(cfg: TrainConfig) -> torch.device:
@@ -38,9 +64,12 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """autocast dtype for the mode on this device (None = full fp32)."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+    """autocast dtype for the mode on this device (None = full fp32). 'auto': bf16 on a GPU that has it in
+    hardware, else fp16; on a CPU bf16 where it has bf16 matrix instructions, else fp32."""
+    if amp == "off":
         return None
+    if amp == "auto" and device.type != "cuda":
+        return torch.bfloat16 if device.type == "cpu" and native_cpu_bf16() else None
     if amp == "auto":
         return torch.bfloat16 if native_bf16() else torch.float16
     if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -55,6 +84,25 @@ def native_bf16() -> bool:
         return torch.cuda.is_bf16_supported(including_emulation=False)
     except TypeError:  # a torch without the argument: it reports hardware support only
         return torch.cuda.is_bf16_supported()
+
+
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names of the x86 bf16 dot-product units
+
+
+@lru_cache(maxsize=4)
+def native_cpu_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX-BF16 or AVX512-BF16). Elsewhere oneDNN emulates
+    bf16 by converting to fp32 and back, slower than fp32 itself, so 'auto' keeps fp32 there. Measured
+    with AMX: a 128 px step 1.84 s in bf16 against 3.40 s in fp32 (bench/README.md). The kernel's flags
+    first (exact, and what oneDNN dispatches on); torch's own probes where there is no /proc/cpuinfo."""
+    try:
+        lines = Path(cpuinfo).read_text().splitlines()
+        flags = {f for line in lines if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+        return any(f in flags for f in CPU_BF16_FLAGS)
+    except OSError:
+        pass
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(bool(p()) for p in probes if p is not None)
 
 
 def resolve_cuda_graph(mode: str, device: torch.device, world: int) -> bool:
@@ -84,6 +132,18 @@ def keep_freed_cpu_memory() -> None:
         pass
 
 
+def no_forward_buffer_sync() -> dict:
+    """DDP's argument for "no buffer broadcast at each forward": `forward_sync_buffers=False` where torch
+    has it (2.13+, which warns that `broadcast_buffers` is deprecated), `broadcast_buffers=False` before."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
 class StepPlan(NamedTuple):
     """The host-side choices that change what a step computes, and so which graph replays it."""
     with_monet: bool  # the paintings go through G (NCE identity, or the identity-L1 warm-up)
@@ -101,12 +161,18 @@ class CUTModel:
         cuda = self.device.type == "cuda"
         if not cuda:
             keep_freed_cpu_memory()
+        # every global RNG a checkpoint saves starts from the seed, so a resumed run's equal an unbroken one's
         torch.manual_seed(cfg.seed)
-        self.G, self.D, self.F = (m.to(self.device) for m in build_nets(cfg))
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        G, D, F, backbone = build_networks(cfg)
+        self.G, self.D, self.F = G.to(self.device), D.to(self.device), F.to(self.device)
+        self.backbone = backbone.to(self.device) if backbone is not None else None
         self.adv_weights = adversarial_weights(cfg, self.D.names)
         self.memory_format = torch.channels_last if cfg.channels_last and cuda else torch.contiguous_format
-        for m in (self.G, self.D):
-            m.to(memory_format=self.memory_format)
+        for m in (self.G, self.D, self.backbone):
+            if m is not None:
+                m.to(memory_format=self.memory_format)
         self.ema = EMA(self.G)
         # The modules that take part in backward; under torchrun they are DDP wrappers of the same nets.
         self.G_train, self.D_train, self.F_train = self.G, self.D, self.F
@@ -115,9 +181,9 @@ class CUTModel:
 
             ids = [self.device.index] if cuda else None
             self.G_train, self.F_train = (DDP(m, device_ids=ids) for m in (self.G, self.F))
-            # D's buffers need no broadcast: the projected D's frozen backbone is identical on every rank,
-            # and its spectral-norm vectors follow the all-reduced weights identically
-            self.D_train = DDP(self.D, device_ids=ids, broadcast_buffers=False)
+            # D's buffers need no broadcast before each forward: the projected D's frozen backbone is
+            # identical on every rank, and its spectral-norm vectors follow the all-reduced weights identically
+            self.D_train = DDP(self.D, device_ids=ids, **no_forward_buffer_sync())
             torch.manual_seed(cfg.seed + 7919 * self.rank)  # own DiffAugment draws per rank
         if cfg.compile:
             # G is ~3/4 of the step's FLOPs and all of its norm/pad/activation glue, which is what a
@@ -301,13 +367,19 @@ class CUTModel:
             nce = self.patch_nce(q_feats, [f[:n_q] for f in src_feats], 2 if cfg.nce_idt else 1)
             identity = losses.identity_l1(idt, monet) if plan.with_monet else torch.zeros((), device=self.device)
             g_loss = cfg.lambda_gan * g_adv + cfg.lambda_nce * nce + self.w_identity * identity
+            style = torch.zeros((), device=self.device)
+            if cfg.lambda_style > 0:  # the un-augmented fake against the step's painting
+                with torch.no_grad():
+                    target = self.backbone(monet, STYLE_STAGES)
+                style = losses.style_loss(self.backbone(fake, STYLE_STAGES), target, cfg.style_stats)
+                g_loss = g_loss + cfg.lambda_style * style
         self.opt_G.zero_grad(set_to_none=True)
         self.opt_F.zero_grad(set_to_none=True)
         self.scaler_G.scale(g_loss).backward()
         self._clip_and_step([self.opt_G, self.opt_F], cfg.grad_clip_g, self.scaler_G, "g")
         if self.rank == 0:  # only rank 0 evaluates and saves, so only it needs the average
             self.ema.update(self.G, self.ema_weight)
-        return torch.stack([d_loss, g_loss, g_adv, nce, identity, r1]).detach().float()
+        return torch.stack([d_loss, g_loss, g_adv, nce, identity, r1, style]).detach().float()
 
     @torch.no_grad()
     def translate(self, photos: torch.Tensor, use_ema: bool = True) -> torch.Tensor:

@@ -1,22 +1,12 @@
-"""CUT networks: ResNet-9 generator with named encoder taps, patch-sampling MLP head (the discriminators are
-in cutlib.discriminators)."""
+"""CUT networks: ResNet-9 generator with named encoder taps, patch-sampling MLP head (the discriminators
+stand beside them in cutlib.discriminators; cutlib.model builds both)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Official CUT numbers its taps by position in one nn.Sequential; we keep those numbers as names so
-# configs stay compatible (`nce_layers 0,4,8,12,16`), but never index modules by them.
-TAP_NAMES = {
-    0: "padded_input",  # the reflect-padded image
-    4: "down1_conv",  # first downsampling conv output (128 ch, full resolution when antialiased)
-    8: "down2_conv",  # second downsampling conv output (256 ch)
-    12: "block1",  # output of residual block 1
-    16: "block5",  # output of residual block 5
-}
-TAP_LAYERS = tuple(TAP_NAMES)
-
+from .config import TAP_LAYERS
 
 def _norm(ch: int) -> nn.Module:
     # Activations after a norm are never in-place: InstanceNorm returns a view of batch_norm's output,
@@ -205,15 +195,6 @@ def build_generator(cfg) -> Generator:
         # (FID ~120) instead of from noise (FID > 300) and the GAN only has to learn the change
         nn.init.zeros_(G.decoder[-1].weight)
     return G
-
-
-def build_nets(cfg) -> tuple[Generator, nn.Module, PatchSampleMLP]:
-    from .discriminators import build_discriminators  # below nets: it builds on BlurDownsample and _norm
-
-    G = build_generator(cfg)
-    D = build_discriminators(cfg)
-    mlp = init_weights(PatchSampleMLP(tap_channels(cfg.ngf, cfg.nce_layers)))
-    return G, D, mlp
 
 
 def count_params(net: nn.Module) -> int:

@@ -70,6 +70,17 @@ def eta_text(seconds_per_step: float, steps: int, budget_s: float = 0.0) -> str:
     return f"ETA {eta / 3600:.2f} h for {steps:,} steps{within}"
 
 
+def checkpoint_hint(seconds_per_step: float, ckpt_every: int, target_s: float = 600.0) -> str:
+    """01's line on what a kill without notice costs: a stop signal saves the step in flight, but a SIGKILL
+    (or a VM gone before its step ends) loses everything since the last checkpoint, up to ckpt_every steps."""
+    at_risk = seconds_per_step * ckpt_every
+    text = f"a kill without notice loses up to {at_risk / 60:.1f} min (ckpt_every={ckpt_every:,})"
+    if at_risk > 2 * target_s and seconds_per_step > 0:
+        suggest = max(1, int(round(target_s / seconds_per_step, -2)) or round(target_s / seconds_per_step))
+        text += f"; ckpt_every={suggest:,} keeps it near {target_s / 60:.0f} min"
+    return text
+
+
 class TrainProgress:
     """What the training loop shows. `update(step, now)` after every step (cheap: no clock reads of its
     own, so a fake clock in tests sees the same readings), `losses(rec)` at each metrics line, `close(now)`.

@@ -86,7 +86,8 @@ class EfficientNetLite0Features(nn.Module):
                 blocks.append(MBConv(cin if i == 0 else cout, cout, k, s if i == 0 else 1, e))
         self._blocks = nn.ModuleList(blocks)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, stages: int = len(TAP_BLOCKS)) -> list[torch.Tensor]:
+        """The first `stages` tapped maps (stride 4, 8, 16, 32); stops after the last one asked for."""
         # the weights expect (pixel - 127) / 128 with pixels in [0, 255]: for x in [-1, 1] that is
         # x * 127.5 / 128 + 0.5 / 128, a hair from the identity but kept exact
         x = x * (127.5 / 128) + 0.5 / 128
@@ -96,7 +97,7 @@ class EfficientNetLite0Features(nn.Module):
             x = block(x)
             if i in TAP_BLOCKS:
                 taps.append(x)
-            if i == TAP_BLOCKS[-1]:
+            if i == TAP_BLOCKS[stages - 1]:
                 break
         return taps
 

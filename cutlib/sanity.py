@@ -69,10 +69,11 @@ class Report:
         return grid.get("img")
 
     def networks(self):
-        from .nets import build_nets, count_params
+        from .model import build_networks
+        from .nets import count_params
 
         def check():
-            G, D, F = build_nets(self.cfg)
+            G, D, F, _ = build_networks(self.cfg)
             return f"G {count_params(G) / 1e6:.3f}M, D {count_params(D) / 1e6:.3f}M, MLP {count_params(F) / 1e6:.3f}M"
 
         self._run("networks", check)
@@ -82,7 +83,7 @@ class Report:
         returns a photo -> output grid from the (barely trained) EMA generator."""
         from .data import UnpairedDataset, eval_image
         from .model import CUTModel, resolve_device
-        from .progress import budget_outlook, eta_text
+        from .progress import budget_outlook, checkpoint_hint, eta_text
         from .viz import pairs_grid
 
         out = {}
@@ -121,7 +122,8 @@ class Report:
             sample = torch.stack([eval_image(p, cfg.image_size) for p in self.facts["photos"][:2]])
             out["img"] = pairs_grid(sample, model.translate(sample))
             return (", ".join(f"{k} {v:.3f}" for k, v in losses.items()) +
-                    f"; {sps:.3f} s/step -> {eta_text(sps, cfg.steps, budget_s)}")
+                    f"; {sps:.3f} s/step -> {eta_text(sps, cfg.steps, budget_s)}; "
+                    f"{checkpoint_hint(sps, cfg.ckpt_every)}")
 
         self._run("training step", check)
         return out.get("img")

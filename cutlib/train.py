@@ -16,10 +16,12 @@ import torch
 from .checkpoint import link_atomic, load_checkpoint, prune_numbered, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import UnpairedDataset, eval_image, make_demo_data, scan_images
-from .distributed import all_ranks_any, barrier, broadcast_from_rank0, rank_mean, rank_world
+from .distributed import (all_ranks_any, barrier, broadcast_from_rank0, control_group, max_over_ranks, rank_mean,
+                          rank_world)
 from .model import LOSS_KEYS, CUTModel, resolve_amp, resolve_device
 from .progress import TrainProgress, progress_style
 from .schedule import budget_origin, lr_factor_at
+from .stopping import StopNow, StopRequest, TrainingInterrupted, exit_status, signal_name
 from .viz import save_pairs_grid
 
 
@@ -101,6 +103,10 @@ def first_nonfinite(pending: list[tuple[int, dict]]) -> tuple[int, str] | None:
     return pending[i][0], LOSS_KEYS[j]
 
 
+def resume_command(cfg: TrainConfig) -> str:
+    return f"python -m cutlib.train -f {Path(cfg.out_dir) / 'config.yaml'} --resume true"
+
+
 def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int | None = None,
           clock=time.monotonic) -> dict:
     """Train per `cfg`; returns a summary dict. Writes <out_dir>/{config.yaml, metrics.jsonl, ckpt/, samples/}.
@@ -108,7 +114,16 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
     until_step: pause after that step (checkpoint written); resume=True continues the same schedule.
     Under torchrun (an initialised process group) every rank trains on its own shard of both domains;
     rank 0 alone logs, samples, evaluates and checkpoints. `clock` (seconds) drives the time budget and
-    the time lr schedule; tests pass a fake one."""
+    the time lr schedule; tests pass a fake one.
+
+    A SIGTERM or SIGINT (or a KeyboardInterrupt from `on_log`) finishes the step in flight, writes its
+    checkpoint, metrics line and samples, then raises TrainingInterrupted (every rank at the same step);
+    resume=True continues exactly. A second signal (after cutlib.stopping.REPEAT_GRACE_S) stops at once."""
+    with StopRequest() as stop:
+        return _train(cfg, progress, on_log, until_step, clock, stop)
+
+
+def _train(cfg, progress, on_log, until_step, clock, stop: StopRequest) -> dict:
     t_start = clock()
     t_budget = budget_origin(t_start)  # under the notebook launcher: when 02 launched torchrun
     rank, world = rank_world()
@@ -175,7 +190,18 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
                                      f"last good checkpoint ({latest}) was left as it was. Try a lower lr, "
                                      f"amp='off', or grad clipping.")
 
+    def notify(rec):
+        if on_log:
+            try:
+                on_log(rec)
+            except StopNow:
+                raise
+            except KeyboardInterrupt:  # between steps: stop after the next one, as for a signal
+                stop.request()
+
     evaluator = Evaluator(cfg, photos, device) if cfg.eval_every and rank == 0 else None
+    ctl = control_group(world)
+    stop_signal = 0
     pending: list[tuple[int, dict]] = []
     t_log, steps_since_log, stop_reason = clock(), 0, "steps"
     step_time_max, ckpt_seconds, t_prev, lr = 0.0, 0.0, clock(), cfg.lr
@@ -193,6 +219,9 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
             step_time_max = max(step_time_max * 0.99, now - t_prev)  # slow-decaying worst case
             t_prev = now
             is_last = model.step >= (until_step or cfg.steps)
+            # every rank stops at the same step: the largest signal number any rank has seen (0: none)
+            stop_signal = max_over_ranks(stop.signum or 0, world, ctl) if not is_last else 0
+            is_last = is_last or stop_signal > 0
             due_ckpt = model.step % cfg.ckpt_every == 0 or is_last
             if model.step % cfg.log_every == 0 or due_ckpt or is_last:
                 check_finite(pending)  # losses are read back only here: no host sync inside the step
@@ -204,8 +233,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
                 if metrics_file:
                     metrics_file.write(json.dumps(rec) + "\n")
                     metrics_file.flush()
-                    if on_log:
-                        on_log(rec)
+                    notify(rec)
                 shown.losses(rec)
                 pending, steps_since_log, t_log = [], 0, clock()
             if rank == 0:
@@ -215,8 +243,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
                     rec = {"step": model.step, "eval": True, **evaluator(model)}
                     metrics_file.write(json.dumps(rec) + "\n")
                     metrics_file.flush()
-                    if on_log:
-                        on_log(rec)
+                    notify(rec)
                     if rec["mifid"] < model.best["mifid"]:
                         model.best = {"mifid": rec["mifid"], "step": model.step}
                         save_checkpoint(model.state_dict(), ckpt_dir / "best.pt")
@@ -241,13 +268,22 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
     if rank == 0 and cfg.sample_every:
         write_samples()
     barrier(world, model.device)  # nobody leaves before rank 0 has written its checkpoint
-    if stop_reason == "steps" and model.step < cfg.steps:
+    if stop_signal:
+        stop_reason = "signal"
+    elif stop_reason == "steps" and model.step < cfg.steps:
         stop_reason = "until_step"
-    return {"out_dir": str(out), "start_step": start, "step": model.step, "stop_reason": stop_reason,
-            "seconds": round(clock() - t_start, 2), "skipped_images": n_skipped,
-            "skipped_steps": dict(model.skipped), "device": str(device), "world_size": world,
-            "amp": str(model.amp_dtype).replace("torch.", "") if model.amp_dtype else "off",
-            "cuda_graph": model.graphs is not None and not model.graphs.failed}
+    summary = {"out_dir": str(out), "start_step": start, "step": model.step, "stop_reason": stop_reason,
+               "seconds": round(clock() - t_start, 2), "skipped_images": n_skipped,
+               "skipped_steps": dict(model.skipped), "device": str(device), "world_size": world,
+               "amp": str(model.amp_dtype).replace("torch.", "") if model.amp_dtype else "off",
+               "cuda_graph": model.graphs is not None and not model.graphs.failed}
+    if stop_signal:
+        summary["signal"] = signal_name(stop_signal)
+        raise TrainingInterrupted(
+            f"{signal_name(stop_signal)}: stopped after step {model.step:,} of {cfg.steps:,}; checkpoint {latest} "
+            f"written. Resume: {resume_command(cfg)} (in a notebook: resume=True)", model.step, str(latest),
+            stop_signal, summary)
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -328,6 +364,15 @@ def main(argv=None) -> int:
     except (ConfigError, ValueError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:
+        if rank_world()[0] == 0:
+            print(json.dumps(e.summary))  # the launcher (cutlib.launch) reads this line
+            print(f"train: {e}", file=sys.stderr, flush=True)
+        return e.exit_status
+    except StopNow as e:
+        print(f"train: {e}; the last complete checkpoint is {Path(cfg.out_dir) / 'ckpt' / 'latest.pt'}",
+              file=sys.stderr, flush=True)
+        return exit_status(e.signum)
     finally:
         if distributed and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

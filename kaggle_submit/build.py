@@ -209,8 +209,10 @@ def build(out: Path, user: str, mode: str = "train-and-submit", params_file: Pat
         dataset_metadata(user, FID_SLUG, "cutlib FID Inception weights (TF 2015-12-05, TorchScript)"), indent=1))
     datasets[FID_SLUG] = fid
     params["fid_weights"] = f"/kaggle/input/{FID_SLUG}/default_1.pt"
-    if mode == "train-and-submit" and "projected" in params.get("discriminator", "patch"):
-        # the notebook cannot pip install offline: the weights file travels as a dataset of its own
+    needs_backbone = "projected" in params.get("discriminator", "patch") or float(params.get("lambda_style") or 0) > 0
+    if mode == "train-and-submit" and needs_backbone:
+        # the projected D and the texture loss use the frozen EfficientNet-Lite0; the notebook cannot pip
+        # install offline: the weights file travels as a dataset of its own
         from cutlib.projection import lite0_weights_file
 
         src = Path(lite0_weights_file())

@@ -38,11 +38,23 @@ def tiny_cfg(demo_root, tmp_path):
     def make(**kw):
         base = dict(data=str(demo_root), image_size=32, load_size=36, ngf=8, ndf=8, n_blocks=5, num_patches=16,
                     steps=6, log_every=2, ckpt_every=2, sample_every=3, num_workers=0, identity_warmup=4,
-                    out_dir=str(tmp_path / "run"))
+                    out_dir=str(tmp_path / "run"), amp="off")  # fp32: 'auto' is bf16 on CPUs with AMX
         base.update(kw)
         return TrainConfig(**base)
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """Bit-for-bit comparisons of runs that pass through the frozen EfficientNet: its deepest blocks
+    (1x1 and 2x2 maps at test sizes) give thread-timing-dependent gradients on two CPU threads, so two
+    identical runs in one process already part by float noise at step 2 (measured, torch 2.14.1). One
+    thread makes every kernel deterministic, which is what "resume is exact" can be held to."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

@@ -29,11 +29,38 @@ def test_generate_bench(tmp_path):
     assert out["images"] == 16 and 0 < out["pipeline_efficiency"] < 5
 
 
+def test_data_io_bench(tmp_path):
+    out = run_bench("data_io.py", tmp_path)
+    # A sample is a photo and a painting; each figure is rounded on its own, hence the 0.1 slack.
+    loader = out["loader_workers_0"]
+    assert loader["samples_per_s"] > 0 and abs(loader["images_per_s"] - 2 * loader["samples_per_s"]) <= 0.1 + 1e-9
+    assert out["loader_workers_1"]["images_per_s"] > 0 and out["decode_images_per_s"]["pil"] > 0
+    assert out["zip"]["images"] == 40 and out["zip"]["mb"] > 0 and out["png_encode_images_per_s"]["pil"] > 0
+
+
 def test_kaggle_budget_bench(tmp_path):
     out = run_bench("kaggle_budget.py", tmp_path)
     assert out["world_size"] == 2 and out["steps"] == 6 and len(out["launch_to_ranks_s"]) == 2
     assert out["seconds_per_step"] > 0 and out["checkpoint_mb"] > 0 and out["loader_pairs_per_s"] > 0
     assert 0 < out["expected_steps"] < out["budget_hours"] * 3600 / out["seconds_per_step"]
+
+
+@pytest.mark.slow
+def test_gpu_curves_trains_two_recipes_and_the_curve_bench_scores_each_checkpoint(tmp_path):
+    """bench/gpu_curves.py --quick (what runs before a device call) drives bench/curve.py: both are checked."""
+    out = run_bench("gpu_curves.py", tmp_path, "--out", str(tmp_path / "o"))
+    assert out["failed"] == [] and out["points"] == {"baseline": ["3", "6"], "residual": ["3", "6"]}
+    curve = json.loads((tmp_path / "o" / "curve.json").read_text())
+    for run, points in curve["runs"].items():
+        for step, p in points.items():
+            assert p["step"] == int(step) and p["fid"] > 0 and p["kid_x1000"] >= 0
+            assert set(p["swd_levels"]) == {"256", "128", "64", "32", "16"} and Path(p["grid"]).is_file()
+        assert points["3"]["fid"] != points["6"]["fid"]  # two checkpoints, two generators
+    assert curve["runs"]["residual"]["6"]["fid"] != curve["runs"]["baseline"]["6"]["fid"]
+    assert {"identity", "color_transfer", "painting_halves"} <= set(curve["baselines"])
+    for name in ("curve.png", "grids.png"):
+        assert (tmp_path / "o" / name).stat().st_size > 1000
+    assert "| baseline | 6 |" in (tmp_path / "o" / "curve.md").read_text()
 
 
 @pytest.mark.slow
@@ -67,3 +94,11 @@ def test_gpu_all_bench_runs_its_matrix_and_generation(tmp_path):
     assert any(x["discriminator"] == "patch+projected" for x in steps)  # the projected D's cost is timed
     assert any(x["bench"] == "generate" and x["images"] == 16 for x in recs)
     assert "| config | s/step |" in r.stderr  # the markdown table for bench/README.md
+
+
+@pytest.mark.slow
+def test_ddp_soak_counts_exits_and_aborts(tmp_path):
+    out = run_bench("ddp_soak.py", tmp_path, "--args", "--eval_every 0")
+    assert out["runs"] == 2 and out["finished_training"] == 2
+    assert out["non_zero_exits"] == 0 and out["aborted_ranks"] == 0
+    assert not [w for w in out["warnings"] if "broadcast_buffers" in w[1]]  # DDP's deprecation is gone

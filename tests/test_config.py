@@ -57,3 +57,12 @@ def test_every_field_has_a_help_comment():
     helps = field_help()
     assert {f.name for f in dataclasses.fields(TrainConfig)} == set(helps)
     assert all(helps.values())
+
+
+def test_on_and_off_read_as_yaml_booleans_are_the_words_again():
+    from cutlib.train import parse_cli
+
+    cfg = parse_cli(["--amp", "off", "--cuda_graph", "on"])
+    assert cfg.amp == "off" and cfg.cuda_graph == "on"
+    with pytest.raises(ConfigError, match="amp='on'"):
+        parse_cli(["--amp", "yes"])  # a boolean that is no accepted word is still named

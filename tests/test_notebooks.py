@@ -98,7 +98,7 @@ def test_papermill_run_of_02_keeps_progress_to_a_line_per_interval(suite_env, de
     import papermill
 
     monkeypatch.delenv("CUTLIB_PROGRESS", raising=False)
-    every, steps = 3.0, 300  # a bar gave about one output per step (its 0.1 s redraws outpace a CPU step)
+    every, steps = 1.5, 120  # a bar gave about one output per step (its 0.1 s redraws outpace a CPU step)
     params = dict(data=str(demo_root), image_size=32, load_size=36, ngf=8, ndf=8, n_blocks=5, num_patches=16,
                   steps=steps, log_every=10, ckpt_every=steps, sample_every=0, num_workers=0, progress_every_s=every,
                   out_dir=str(suite_env / "run"))

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from cutlib.progress import PROGRESS_ENV, TrainProgress, eta_text, progress_style
+from cutlib.progress import PROGRESS_ENV, TrainProgress, checkpoint_hint, eta_text, progress_style
 
 LOSSES = {"d_loss": 0.5, "g_loss": 0.8, "nce": 3.2}
 
@@ -95,3 +95,10 @@ def test_sanity_eta_line_with_and_without_a_budget():
     assert eta_text(0.0179, 10**6, 4 * 3600) == \
         "ETA 4.00 h (the time budget) for ~804,469 steps; steps=1,000,000 is only a bound"
     assert eta_text(0.5, 1000, 3600) == "ETA 0.14 h for 1,000 steps, within the 1.00 h budget"
+
+
+def test_checkpoint_hint_says_what_a_kill_without_notice_costs_and_suggests_a_ckpt_every():
+    assert checkpoint_hint(0.0179, 2000) == "a kill without notice loses up to 0.6 min (ckpt_every=2,000)"
+    # a CPU step of 1.84 s: 2,000 steps are an hour; 300 steps keep it near 10 minutes
+    assert checkpoint_hint(1.84, 2000) == ("a kill without notice loses up to 61.3 min (ckpt_every=2,000); "
+                                           "ckpt_every=300 keeps it near 10 min")

@@ -87,7 +87,7 @@ def test_generator_learns_through_the_frozen_backbone(tiny_cfg):
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
-def test_projected_steps_and_resume_are_exact(tiny_cfg, tmp_path):
+def test_projected_steps_and_resume_are_exact(tiny_cfg, tmp_path, one_thread):
     kw = dict(discriminator="patch+projected", lambda_proj=0.5, r1_weight=1.0, r1_every=2)
     straight = tiny_cfg(out_dir=str(tmp_path / "a"), **kw)
     train(straight, progress=False)
@@ -109,7 +109,7 @@ def test_the_random_projection_is_seeded_and_restored_from_the_checkpoint(tiny_c
     assert not torch.equal(other.D.projected.projection.ccm0, m.D.projected.projection.ccm0)
     other.load_state_dict(load_checkpoint(path), path)
     assert torch.equal(other.D.projected.projection.ccm0, m.D.projected.projection.ccm0)
-    assert torch.equal(ProjectedDiscriminator(seed=3).projection.csm0, m.D.projected.projection.csm0)
+    assert torch.equal(ProjectedDiscriminator(m.backbone, seed=3).projection.csm0, m.D.projected.projection.csm0)
 
 
 def test_a_checkpoint_saved_before_discriminators_had_names_still_resumes(tiny_cfg, tmp_path):

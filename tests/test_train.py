@@ -26,20 +26,50 @@ def test_lr_schedule_constant_then_linear_to_zero():
 
 @pytest.mark.parametrize("overrides", [{}, {"mode": "fastcut"}, {"gan_loss": "lsgan", "r1_weight": 1.0, "r1_every": 1},
                                        {"gan_loss": "nonsaturating", "antialias": False, "batch_size": 2},
-                                       {"residual_output": True, "amp": "bf16"}])
+                                       {"residual_output": True, "amp": "bf16"}, {"lambda_style": 1.0}])
 def test_train_step_updates_all_nets_with_finite_losses(tiny_cfg, overrides):
     cfg = tiny_cfg(**overrides)
     m = CUTModel(cfg)
     before = {n: [p.detach().clone() for p in net.parameters()] for n, net in (("G", m.G), ("D", m.D), ("F", m.F))}
     photo, monet = _batch(cfg)
     out = m.train_step(photo.repeat(cfg.batch_size, 1, 1, 1), monet.repeat(cfg.batch_size, 1, 1, 1))
-    assert set(out) == {"d_loss", "g_loss", "g_adv", "nce", "identity", "r1"}
+    assert set(out) == {"d_loss", "g_loss", "g_adv", "nce", "identity", "r1", "style"}
     assert all(torch.isfinite(v) for v in out.values())
     if cfg.r1_weight:
         assert out["r1"] > 0
     for name, net in (("G", m.G), ("D", m.D), ("F", m.F)):
         assert any(not torch.equal(a, b) for a, b in zip(before[name], net.parameters())), name
     assert m.step == 1 and m.skipped == {"d": 0, "g": 0}
+
+
+def test_bf16_on_cpu_trains_like_fp32_within_bf16_precision(tiny_cfg):
+    """The first step's losses in bf16 autocast lie within bf16's rounding of fp32's, and a short run
+    stays finite with no skipped step (GradScaler and the NaN guards run as on CUDA)."""
+    out = {}
+    for amp in ("off", "bf16"):
+        m = CUTModel(tiny_cfg(amp=amp, image_size=64, load_size=64, lambda_style=1.0))
+        assert m.amp_dtype == (torch.bfloat16 if amp == "bf16" else None)
+        out[amp] = {k: v.item() for k, v in m.train_step(*_batch(m.cfg)).items()}
+    for k in ("d_loss", "g_adv", "nce", "identity", "style"):
+        assert out["bf16"][k] == pytest.approx(out["off"][k], rel=3e-2, abs=1e-2), k
+    summary = train(tiny_cfg(amp="bf16", steps=6), progress=False)
+    assert summary["amp"] == "bfloat16" and summary["skipped_steps"] == {"d": 0, "g": 0}
+
+
+def test_amp_auto_picks_bf16_only_on_cpus_with_bf16_units(tmp_path, monkeypatch):
+    from cutlib import model
+
+    flags = tmp_path / "cpuinfo"
+    flags.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f amx_tile amx_bf16\n")
+    assert model.native_cpu_bf16(str(flags))
+    flags = tmp_path / "cpuinfo-avx512"  # another file: the answer is cached per path
+    flags.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert not model.native_cpu_bf16(str(flags))  # AVX-512 alone converts bf16 to fp32: slower than fp32
+    cpu = torch.device("cpu")
+    for native, want in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(model, "native_cpu_bf16", lambda native=native: native)
+        assert model.resolve_amp("auto", cpu) == want
+        assert model.resolve_amp("off", cpu) is None and model.resolve_amp("bf16", cpu) == torch.bfloat16
 
 
 @pytest.mark.slow

@@ -1,0 +1,255 @@
+"""Quality curves: score the EMA generator of a run's numbered checkpoints on a fixed held-out photo set
+(FID / KID / MiFID / memorisation / SWD), next to the baselines on the same photos, so recipes are
+compared at equal steps. Runs trained anywhere (CPU, a GPU call, a Kaggle output) score alike: a run is
+a folder with ckpt/step_*.pt.
+
+    python bench/curve.py --photos HELD_OUT/ --paintings monet_jpg/ --out curves/ RUN_DIR [RUN_DIR ...]
+        [--steps 1000,2000,3000 | --steps all] [--gen-size 256] [--fid-weights FILE]
+    python bench/curve.py --quick     # CI-sized: trains a 2-checkpoint demo run, scores it
+
+Writes <out>/curve.json (also printed as one JSON line), curve.md (the table, also on stderr), curve.png
+(FID and SWD at 128 / 64 px against steps, the baselines as lines), grids/<run>_step_<k>.png (the same
+six held-out photos, photo | output, for every scored checkpoint) and grids.png (all of them, a row each). Scores are kept in curve.json by
+checkpoint file, size and modification time: a rerun scores only what is new.
+
+Baselines on the same photos: `identity` (untouched photos), `color_transfer` (Lab mean/std moved to
+the paintings'), `painting_halves` (the paintings' two halves against each other: the SWD floor).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from quality import cached_measures, fid_weights_file, measured, scored, swd_descs  # noqa: E402
+
+from cutlib.baselines import color_transfer, lab_stats  # noqa: E402
+from cutlib.checkpoint import atomic_write  # noqa: E402
+from cutlib.data import eval_image, list_images, load_rgb  # noqa: E402
+from cutlib.generate import load_generator, translate_files  # noqa: E402
+from cutlib.metrics import InceptionFeatures, default_cache_dir  # noqa: E402
+from cutlib.model import resolve_amp  # noqa: E402
+from cutlib.swd import swd  # noqa: E402
+from cutlib.viz import save_pairs_grid  # noqa: E402
+
+GRID_PHOTOS = 6
+STEP_FILE = re.compile(r"step_(\d+)\.pt$")
+
+
+def checkpoints(run: Path, wanted: set[int] | None) -> dict[int, Path]:
+    """{step: file} of the run's numbered checkpoints, those in `wanted` (None: all kept)."""
+    found = {int(m.group(1)): p for p in sorted((run / "ckpt").glob("step_*.pt")) if (m := STEP_FILE.search(p.name))}
+    if not found:
+        raise SystemExit(f"{run}: no ckpt/step_*.pt (is it a cutlib run folder?)")
+    if wanted is None:
+        return found
+    missing = sorted(wanted - set(found))
+    if missing:
+        print(f"curve: {run.name}: no checkpoint kept for step(s) {missing}; kept: {sorted(found)}", file=sys.stderr)
+    return {s: p for s, p in found.items() if s in wanted}
+
+
+def baselines(photos: list[Path], monets: list[Path], extractor, wkey: str, cache: Path) -> dict:
+    real = cached_measures(f"paintings:{wkey}" + ",".join(str(p.resolve()) for p in monets),
+                           lambda: measured((np.asarray(load_rgb(p)) for p in monets), extractor), cache)
+    key = wkey + ",".join(str(p.resolve()) for p in photos)
+    mean, std = lab_stats(np.asarray(load_rgb(p)) for p in monets)
+    full = lambda p: np.asarray(load_rgb(p).resize((256, 256), Image.BICUBIC))  # noqa: E731
+    base = {"identity": scored(cached_measures("identity:" + key, lambda: measured(
+                (full(p) for p in photos), extractor), cache), real),
+            "color_transfer": scored(cached_measures("color_transfer:" + key, lambda: measured(
+                (color_transfer(full(p), mean, std) for p in photos), extractor), cache), real)}
+    half = len(monets) // 2
+    per = len(swd_descs(real)[0]) // len(monets)  # descriptors per image
+    base["painting_halves"] = {"n": half, **swd([d[:half * per] for d in swd_descs(real)],
+                                                [d[half * per:] for d in swd_descs(real)])}
+    return real, plain(base)
+
+
+def score_checkpoint(path: Path, photos, grid_src, real, extractor, gen_size: int, device: str, amp: str,
+                     grid_file: Path) -> dict:
+    t0 = time.time()
+    G, info = load_generator(path, "ema", device)
+    dtype = resolve_amp(amp, torch.device(device))
+    images = [img for _, img in translate_files(G, [(p, "") for p in photos], gen_size, 256, 8, device, dtype)]
+    s = scored(measured(images, extractor), real)
+    with torch.no_grad(), torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+        fakes = G(grid_src.to(device)).float().cpu()
+    save_pairs_grid(grid_src, fakes, grid_file)
+    return {**plain(s), "step": info["step"], "train_size": info["image_size"], "gen_size": gen_size,
+            "amp": str(dtype).replace("torch.", "") if dtype else "off", "grid": str(grid_file),
+            "score_seconds": round(time.time() - t0, 1)}
+
+
+def result_of(a, n_photos: int, device: str, extractor, runs: dict, base: dict, cache_keys: dict) -> dict:
+    return {"bench": "curve", "photos": str(a.photos), "n_photos": n_photos, "paintings": str(a.paintings),
+            "device": device, "fid_weights": Path(extractor.weights).name, "runs": runs, "baselines": base,
+            "cache_keys": cache_keys}
+
+
+def save(result: dict, path: Path) -> None:
+    """Atomically, and with the SWD levels' keys as strings, as a reread would have them."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+
+
+def plain(s: dict) -> dict:
+    return json.loads(json.dumps(s))  # int keys (SWD levels) become the strings a reread gives
+
+
+def markdown(result: dict) -> str:
+    rows = ["| run | step | FID | KID×1000 | MiFID | SWD 256 / 128 / 64 / 32 / 16 | ΔFID vs c.t. | grid |",
+            "|---|---|---|---|---|---|---|---|"]
+    ct = result["baselines"]["color_transfer"]["fid"]
+
+    def levels(s):
+        return " / ".join(f"{v:g}" for v in s["swd_levels"].values())
+
+    for run, points in result["runs"].items():
+        for step, s in sorted(points.items(), key=lambda kv: int(kv[0])):
+            rows.append(f"| {run} | {int(step):,} | {s['fid']} | {s['kid_x1000']} | {s['mifid']} | {levels(s)} | "
+                        f"{ct - s['fid']:+.1f} | {Path(s['grid']).name} |")
+    for name, s in result["baselines"].items():
+        rows.append(f"| *{name}* | — | {s.get('fid', '')} | {s.get('kid_x1000', '')} | {s.get('mifid', '')} | "
+                    f"{levels(s)} | | |")
+    return "\n".join(rows)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("FID", lambda s: s.get("fid")), ("SWD at 128 px ×1e3", lambda s: s["swd_levels"].get("128")),
+              ("SWD at 64 px ×1e3", lambda s: s["swd_levels"].get("64"))]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    styles = {"identity": ":", "color_transfer": "--", "painting_halves": "-."}
+    for ax, (title, get) in zip(axes, panels):
+        for run, points in result["runs"].items():
+            steps = sorted(points, key=int)
+            ax.plot([int(s) for s in steps], [get(points[s]) for s in steps], marker="o", label=run)
+        for name, s in result["baselines"].items():
+            value = get({"swd_levels": {}, **s})
+            if value is not None:
+                ax.axhline(value, color="grey", linestyle=styles.get(name, ":"), linewidth=1, label=name)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def contact_sheet(result: dict, path: Path, width: int = 1200) -> None:
+    """Every scored checkpoint's grid in one image, a row each (run and step written above it): progress
+    at a glance, and one file where only a few come back (a device call)."""
+    from PIL import ImageDraw
+
+    rows = []
+    for run, points in result["runs"].items():
+        for step in sorted(points, key=int):
+            grid_file = Path(points[step]["grid"])
+            if grid_file.is_file():
+                im = Image.open(grid_file).convert("RGB")
+                im = im.resize((width, max(1, im.height * width // im.width)))
+                row = Image.new("RGB", (width, im.height + 18), "white")
+                row.paste(im, (0, 18))
+                fid = points[step].get("fid")
+                ImageDraw.Draw(row).text((4, 3), f"{run}  step {int(step):,}  FID {fid}", fill="black")
+                rows.append(row)
+    if rows:
+        sheet = Image.new("RGB", (width, sum(r.height for r in rows)), "white")
+        y = 0
+        for r in rows:
+            sheet.paste(r, (0, y))
+            y += r.height
+        atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))
+
+
+def quick_run(root: Path) -> tuple[Path, Path, Path]:
+    """A 4-step demo run with checkpoints at 2 and 4, its photos and paintings (CI size)."""
+    from cutlib.data import make_demo_data
+
+    data = make_demo_data(root / "demo", n_photos=10, n_paintings=8, size=64, seed=0)
+    run = root / "run"
+    args = ["--data", str(data), "--out_dir", str(run), "--image_size", "32", "--load_size", "36", "--ngf", "8",
+            "--ndf", "8", "--n_blocks", "2", "--nce_layers", "0,4,8,12", "--num_patches", "16", "--steps", "4",
+            "--ckpt_every", "2", "--sample_every", "0", "--num_workers", "0", "--keep_ckpts", "5"]
+    subprocess.run([sys.executable, "-m", "cutlib.train", *args], cwd=ROOT, check=True, capture_output=True)
+    return run, data / "photo_jpg", data / "monet_jpg"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="*", type=Path, help="run folders (each with ckpt/step_*.pt)")
+    ap.add_argument("--photos", type=Path, help="held-out photo folder (photos no run trained on)")
+    ap.add_argument("--paintings", type=Path, help="painting folder (monet_jpg)")
+    ap.add_argument("--steps", default="all", help="comma-separated steps to score, or 'all' kept checkpoints")
+    ap.add_argument("--out", type=Path, default=None, help="output folder (default: curves/; --quick: a temp one)")
+    ap.add_argument("--gen-size", type=int, default=256, help="apply G at this size (outputs are 256 px)")
+    ap.add_argument("--fid-weights", default="", help="FID TorchScript (.pt, or the fp16 .pt.xz copy)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="G's autocast")
+    ap.add_argument("--quick", action="store_true", help="CI-sized: a demo run trained here, scored at 32 px")
+    a = ap.parse_args(argv)
+    tmp = None
+    if a.quick:
+        tmp = tempfile.TemporaryDirectory()
+        run, a.photos, a.paintings = quick_run(Path(tmp.name))
+        a.runs, a.gen_size, a.out = [run], 32, a.out or Path(tmp.name) / "curves"
+    a.out = a.out or Path("curves")
+    if not a.runs or a.photos is None or a.paintings is None:
+        ap.error("give run folders, --photos and --paintings (or --quick)")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
+    wanted = None if a.steps == "all" else {int(s) for s in a.steps.split(",") if s.strip()}
+    photos, monets = list_images(a.photos, "--photos"), list_images(a.paintings, "--paintings")
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "grids").mkdir(exist_ok=True)
+    kept_file = a.out / "curve.json"
+    kept = json.loads(kept_file.read_text()) if kept_file.is_file() else {}
+    cache_keys = kept.get("cache_keys", {})
+
+    extractor = InceptionFeatures(fid_weights_file(a.fid_weights), device=device)
+    wkey = f"{Path(extractor.weights).name}:{extractor.weights.stat().st_size}:"
+    real, base = baselines(photos, monets, extractor, wkey, default_cache_dir())
+    grid_src = torch.stack([eval_image(p, a.gen_size) for p in photos[:GRID_PHOTOS]])
+    runs = kept.get("runs", {})
+    for run in a.runs:
+        name = run.resolve().name
+        points = runs.setdefault(name, {})
+        for step, path in checkpoints(run, wanted).items():
+            key = f"{path.resolve()}:{path.stat().st_mtime_ns}:{a.gen_size}:{a.amp}:{wkey}:{len(photos)}"
+            if cache_keys.get(f"{name}/{step}") == key and str(step) in points:
+                continue
+            points[str(step)] = score_checkpoint(path, photos, grid_src, real, extractor, a.gen_size, device,
+                                                 a.amp, a.out / "grids" / f"{name}_step_{step:07d}.png")
+            cache_keys[f"{name}/{step}"] = key
+            print(f"curve: {name} step {step}: FID {points[str(step)]['fid']} SWD "
+                  f"{points[str(step)]['swd_levels']}", file=sys.stderr)
+            save(result_of(a, len(photos), device, extractor, runs, base, cache_keys), kept_file)  # point by point
+    result = result_of(a, len(photos), device, extractor, runs, base, cache_keys)
+    save(result, kept_file)
+    atomic_write(a.out / "curve.md", lambda tmp: Path(tmp).write_text(markdown(result) + "\n"))
+    plot(result, a.out / "curve.png")
+    contact_sheet(result, a.out / "grids.png")
+    print(json.dumps({k: v for k, v in result.items() if k != "cache_keys"}))
+    print(markdown(result), file=sys.stderr)
+    if tmp:
+        tmp.cleanup()
+    return result
+
+
+if __name__ == "__main__":
+    main()

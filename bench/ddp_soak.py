@@ -1,0 +1,75 @@
+"""Soak: the 2-rank gloo smoke training (torchrun, as a new user runs it) N times; counts the runs that
+exited non-zero and the ranks that aborted (SIGABRT, 'terminate called ...') at teardown.
+
+    python bench/ddp_soak.py --runs 50            # one JSON line; the tails of failed runs on stderr
+    python bench/ddp_soak.py --quick              # CI size: 2 runs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def one_run(out: Path, data: str, extra: list[str], timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cutlib.train",
+           "-f", "params/smoke.yaml", "--data", data, "--out_dir", str(out), *extra]
+    t0 = time.time()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    try:
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+        rc, text = r.returncode, r.stdout + r.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, text = "timeout", (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
+    aborted = len(re.findall(r"terminate called|exitcode\s*:\s*-6|SIGABRT", text))
+    finished = (out / "ckpt" / "latest.pt").is_file()
+    return {"rc": rc, "aborted_ranks": aborted, "finished_training": finished, "seconds": round(time.time() - t0, 1),
+            "warnings": sorted(set(re.findall(r"(\w+Warning): ([^\n]{0,80})", text))), "tail": text[-1500:]}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--data", default="", help="data folder (default: the built-in demo data, made once)")
+    ap.add_argument("--args", default="", help="extra training flags, e.g. \"--eval_every 0\"")
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--quick", action="store_true", help="CI size: 2 runs")
+    a = ap.parse_args(argv)
+    runs = 2 if a.quick else a.runs
+    with tempfile.TemporaryDirectory() as tmp:
+        data = a.data
+        if not data:
+            sys.path.insert(0, str(ROOT))
+            from cutlib.data import make_demo_data
+
+            data = str(make_demo_data(Path(tmp) / "demo", n_photos=12, n_paintings=8, size=64, seed=0))
+        results = []
+        for i in range(runs):
+            res = one_run(Path(tmp) / f"run{i}", data, shlex.split(a.args), a.timeout)
+            results.append(res)
+            if res["rc"] != 0 or res["aborted_ranks"]:
+                print(f"soak: run {i}: rc {res['rc']}, aborted ranks {res['aborted_ranks']}:\n{res['tail']}",
+                      file=sys.stderr)
+    import torch
+
+    out = {"bench": "ddp_soak", "torch": torch.__version__, "runs": runs,
+           "non_zero_exits": sum(r["rc"] != 0 for r in results),
+           "aborted_ranks": sum(r["aborted_ranks"] for r in results),
+           "finished_training": sum(r["finished_training"] for r in results),
+           "seconds_per_run": round(sum(r["seconds"] for r in results) / max(runs, 1), 1),
+           "warnings": sorted({w for r in results for w in map(tuple, r["warnings"])}), "args": a.args}
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()
