@@ -36,65 +36,44 @@ def _single(*args, threads=None):
                           timeout=240, env=env)
 
 
-def _mean_weight_spread(a: dict, b: dict) -> float:
-    return float(torch.cat([(a[n][k].float() - b[n][k].float()).abs().flatten()
-                            for n in ("G", "D", "F") for k in a[n] if a[n][k].dim() > 1]).mean())
+def _two_ranks_match_one_process(data, tmp_path, **args) -> None:
+    """Two ranks at batch 1 against one process at batch 2. Summation order differs (all-reduce vs one
+    batch; so does one process at 1 vs 2 threads), and Adam turns that float noise in a near-zero gradient
+    into a full lr-sized step of either sign, after which the runs part chaotically: measured here (G, D
+    and the MLP, mean over weights) up to 5e-7 after 2 steps and 1.4e-5 after 4 with the projected D, while
+    a wrong gradient (one process at batch 1 against batch 2) parts them by 2e-4 after 2 steps and 3e-4
+    after 4. So the weights are held tightly after 2 steps, loosely after 4, and so are the losses: the
+    first logged ones (step 2) tightly; later ones part by up to 5e-3 relative in noise alone."""
+    r = _torchrun("-m", "cutlib.train", *_args(data, tmp_path / "ddp", **args))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count('"world_size": 2') == 1  # rank 0 alone reports
+    r1 = _single(*_args(data, tmp_path / "one", batch_size=2, **args))
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    first = [json.loads((tmp_path / n / "metrics.jsonl").read_text().splitlines()[0]) for n in ("ddp", "one")]
+    assert first[0]["step"] == first[1]["step"] == 2
+    keys = ("d_loss", "g_loss", "g_adv", "nce", "identity") + (("style",) if args.get("lambda_style") else ())
+    for k in keys:
+        assert first[0][k] == pytest.approx(first[1][k], rel=2e-3, abs=2e-4), k
+    for step, mean_tol in ((2, 2e-6), (4, 0.25 * 2e-4)):
+        ddp, one = (load_checkpoint(tmp_path / n / f"ckpt/step_{step:07d}.pt") for n in ("ddp", "one"))
+        for net in ("G", "D", "F"):
+            assert_trained_alike(ddp[net], one[net], lr=2e-4, steps=step, mean_tol=mean_tol)
 
 
 def test_two_ranks_match_one_process_with_the_same_global_batch(demo_root, tmp_path):
-    r = _torchrun("-m", "cutlib.train", *_args(demo_root, tmp_path / "ddp"))
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count('"world_size": 2') == 1  # rank 0 alone reports
-    r1 = _single(*_args(demo_root, tmp_path / "one", batch_size=2))
-    assert r1.returncode == 0, r1.stderr[-3000:]
-    logs = [[json.loads(x) for x in (tmp_path / n / "metrics.jsonl").read_text().splitlines()] for n in ("ddp", "one")]
-    for a, b in zip(*logs):
-        for k in ("d_loss", "g_loss", "g_adv", "nce", "identity"):
-            # Summation order differs (all-reduce vs one batch), and Adam turns float noise in a near-zero
-            # gradient into a full lr-sized step of either sign: one such weight moved 2 lr apart shows in the
-            # losses at ~1e-4 relative after a few steps (seen here). The weights are bounded tightly below.
-            assert a[k] == pytest.approx(b[k], rel=2e-3, abs=2e-4), k
-    a, b = load_checkpoint(tmp_path / "ddp/ckpt/latest.pt"), load_checkpoint(tmp_path / "one/ckpt/latest.pt")
-    for net in ("G", "D", "F"):
-        assert_trained_alike(a[net], b[net], lr=2e-4, steps=4)
+    _two_ranks_match_one_process(demo_root, tmp_path)
 
 
-def test_two_ranks_with_the_projected_discriminator_part_no_more_than_float_noise_does(demo_root, tmp_path):
-    """Through the projected D float-summation noise grows fast: one process run at 1 and at 2 threads
-    parts G's weights by ~3e-5 on average after 4 steps (1e-9 with the PatchGAN alone; measured here), so
-    two ranks are judged against that noise, and the first logged losses (after one update) tightly."""
-    args = dict(discriminator="patch+projected")
-    r = _torchrun("-m", "cutlib.train", *_args(demo_root, tmp_path / "ddp", **args))
-    assert r.returncode == 0, r.stderr[-3000:]
-    for name, threads in (("one", 1), ("again", 2)):
-        r1 = _single(*_args(demo_root, tmp_path / name, batch_size=2, **args), threads=threads)
-        assert r1.returncode == 0, r1.stderr[-3000:]
-    first = [json.loads((tmp_path / n / "metrics.jsonl").read_text().splitlines()[0]) for n in ("ddp", "one")]
-    for k in ("d_loss", "g_loss", "g_adv", "nce", "identity"):
-        assert first[0][k] == pytest.approx(first[1][k], rel=2e-3, abs=2e-4), k
-    ddp, one, again = (load_checkpoint(tmp_path / n / "ckpt/latest.pt") for n in ("ddp", "one", "again"))
-    assert _mean_weight_spread(ddp, one) <= 4 * _mean_weight_spread(one, again) + 1e-7
-    assert _mean_weight_spread(ddp, one) < 0.5 * 2e-4  # far from a broken sync's lr-sized steps
+def test_two_ranks_with_the_projected_discriminator_match_one_process(demo_root, tmp_path):
+    _two_ranks_match_one_process(demo_root, tmp_path, discriminator="patch+projected")
 
 
 def test_two_ranks_with_the_texture_loss_match_one_process(demo_root, tmp_path):
     """The texture loss compares each output with its own painting, so two ranks at batch 1 average
-    exactly what one process at batch 2 does; its backbone is frozen and outside DDP's buckets. (Gram
-    statistics: with meanstd the std's square root turns float noise in near-constant maps into large
-    gradients, so 1 and 2 threads of one process already part by ~2e-6, as far as two ranks do.)"""
-    args = dict(lambda_style=5.0, style_stats="gram")
-    r = _torchrun("-m", "cutlib.train", *_args(demo_root, tmp_path / "ddp", **args))
-    assert r.returncode == 0, r.stderr[-3000:]
-    r1 = _single(*_args(demo_root, tmp_path / "one", batch_size=2, **args))
-    assert r1.returncode == 0, r1.stderr[-3000:]
-    logs = [[json.loads(x) for x in (tmp_path / n / "metrics.jsonl").read_text().splitlines()] for n in ("ddp", "one")]
-    assert logs[0][0]["style"] > 0
-    for a, b in zip(*logs):
-        for k in ("d_loss", "g_loss", "nce", "style"):
-            assert a[k] == pytest.approx(b[k], rel=2e-3, abs=2e-4), k
-    a, b = load_checkpoint(tmp_path / "ddp/ckpt/latest.pt"), load_checkpoint(tmp_path / "one/ckpt/latest.pt")
-    for net in ("G", "D", "F"):
-        assert_trained_alike(a[net], b[net], lr=2e-4, steps=4)
+    exactly what one process at batch 2 does; its backbone is frozen and outside DDP's buckets."""
+    _two_ranks_match_one_process(demo_root, tmp_path, lambda_style=5.0, style_stats="gram")
+    first = json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["style"] > 0
 
 
 def test_a_two_rank_checkpoint_resumes_in_one_process(demo_root, tmp_path):
