@@ -12,7 +12,9 @@ def diff_augment(x: torch.Tensor, policy: str = "color,translation,cutout") -> t
 
 
 def _rand(x: torch.Tensor) -> torch.Tensor:
-    return torch.rand(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device)
+    # drawn in fp32, then cast: a bf16 draw is another stream on some torch versions (2.4.1 on CPU), so
+    # the same seed would augment a bf16 fake (under autocast) unlike an fp32 one
+    return torch.rand(x.shape[0], 1, 1, 1, device=x.device).to(x.dtype)
 
 
 def color(x: torch.Tensor) -> torch.Tensor:
