@@ -7,7 +7,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import assert_trained_alike
 
 from cutlib.checkpoint import load_checkpoint
