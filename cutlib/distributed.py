@@ -1,6 +1,8 @@
 """The few collective operations the training loop needs under torchrun; all are no-ops in one process."""
 from __future__ import annotations
 
+import collections
+
 import torch
 
 
@@ -10,19 +12,46 @@ def rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+# The handles of this process's last collectives, newest last; see wait_and_keep.
+RECENT_WORKS: collections.deque = collections.deque(maxlen=64)
+
+
+def wait_and_keep(work) -> None:
+    """Wait for a collective, then keep its work handle until 64 later ones have pushed it out.
+
+    Why (issue 27): the gloo worker thread that ran a collective lets go of its work just after the
+    caller's wait returns. When its reference is the work's last, the worker destroys the tensors the
+    work holds, and on torch 2.10+ dropping a C++ reference to a tensor Python made takes the GIL. A rank
+    whose main thread goes on to exit without blocking again leaves that worker waiting for the GIL until
+    the interpreter finalizes; CPython then ends the thread inside the work's noexcept destructor and
+    the C++ runtime aborts the rank (SIGABRT, "terminate called without an active exception"; the stack
+    is in bench/README.md). With the handle held here the worker's reference is never the last: the
+    work dies on the main thread, with the GIL, when pushed out (64 collectives after every worker let go
+    of it) or when the interpreter clears this module. Destroying the process group does not end the
+    race: torch keeps a group DDP has used, and its worker threads, alive until the process exits."""
+    work.wait()
+    RECENT_WORKS.append(work)
+
+
+def all_reduce(t: torch.Tensor, op=None, group=None) -> torch.Tensor:
+    """`t` summed (or reduced by `op`) over ranks, in place; every collective of cutlib's goes through
+    here or wait_and_keep."""
+    op = torch.distributed.ReduceOp.SUM if op is None else op
+    wait_and_keep(torch.distributed.all_reduce(t, op=op, group=group, async_op=True))
+    return t
+
+
 def all_ranks_any(flag: bool, device: torch.device, world: int) -> bool:
     """True on every rank if it is True on any rank (so all ranks stop together)."""
     if world == 1:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    t = all_reduce(torch.tensor([1.0 if flag else 0.0], device=device), torch.distributed.ReduceOp.MAX)
     return bool(t.item())
 
 
 def rank_mean(x: torch.Tensor, world: int) -> torch.Tensor:
     if world > 1:
-        torch.distributed.all_reduce(x)
-        x = x / world
+        x = all_reduce(x) / world
     return x
 
 
@@ -35,22 +64,14 @@ def broadcast_from_rank0(obj, world: int):
     return box[0]
 
 
-_SYNC_TENSORS: dict[str, torch.Tensor] = {}
-
-
 def barrier(world: int, device: torch.device) -> None:
-    """Every rank waits here for every other. Not `torch.distributed.barrier()`: on gloo its work object
-    holds the previous collectives' tensors, and when a worker thread drops it after the Python tensors
-    are gone it needs the GIL, which `destroy_process_group()` right after holds while it joins that
-    thread: a deadlock (seen on torch 2.4.1 in CI, rank 1 hung after training; pytorch#154976 later made
-    the destructor release the GIL). An all-reduce of a tensor this module keeps alive leaves the worker
-    nothing to free; reading it back makes the host wait (on NCCL the all-reduce returns once queued)."""
+    """Every rank waits here for every other. Not `torch.distributed.barrier()`: on gloo its work holds
+    the previous collectives' works, which a worker thread may then free at any time (their tensors
+    need the GIL; on torch 2.4.1 that deadlocked against `destroy_process_group()`, seen in CI). An
+    all-reduce through wait_and_keep leaves the worker nothing to free; reading it back makes the host
+    wait (on NCCL the all-reduce returns once queued)."""
     if world > 1:
-        if str(device) not in _SYNC_TENSORS:
-            _SYNC_TENSORS[str(device)] = torch.zeros(1, device=device)
-        t = _SYNC_TENSORS[str(device)]
-        torch.distributed.all_reduce(t)
-        t.item()
+        all_reduce(torch.zeros(1, device=device)).item()
 
 
 _CONTROL: dict = {}
@@ -69,13 +90,9 @@ def control_group(world: int):
     return _CONTROL[key]
 
 
-_FLAG = torch.zeros(1, dtype=torch.int64)  # kept alive for the reason barrier() gives
-
-
 def max_over_ranks(value: int, world: int, group=None) -> int:
     """The largest of every rank's `value` (an int on the host), on every rank."""
     if world == 1:
         return value
-    _FLAG.fill_(int(value))
-    torch.distributed.all_reduce(_FLAG, op=torch.distributed.ReduceOp.MAX, group=group)
-    return int(_FLAG.item())
+    t = all_reduce(torch.tensor([int(value)], dtype=torch.int64), torch.distributed.ReduceOp.MAX, group)
+    return int(t.item())
