@@ -21,7 +21,8 @@ def wait_and_keep(work) -> None:
 
     Why (issue 27): the gloo worker thread that ran a collective lets go of its work just after the
     caller's wait returns. When its reference is the work's last, the worker destroys the tensors the
-    work holds, and on torch 2.10+ dropping a C++ reference to a tensor Python made takes the GIL. A rank
+    work holds, and on torch 2.14 dropping any C++ reference to a tensor Python made can take the GIL
+    (`c10/util/intrusive_ptr.h`: a count going from 2 to 1 decrefs the Python object). A rank
     whose main thread goes on to exit without blocking again leaves that worker waiting for the GIL until
     the interpreter finalizes; CPython then ends the thread inside the work's noexcept destructor and
     the C++ runtime aborts the rank (SIGABRT, "terminate called without an active exception"; the stack
@@ -34,8 +35,8 @@ def wait_and_keep(work) -> None:
 
 
 def all_reduce(t: torch.Tensor, op=None, group=None) -> torch.Tensor:
-    """`t` summed (or reduced by `op`) over ranks, in place; every collective of cutlib's goes through
-    here or wait_and_keep."""
+    """`t` summed (or reduced by `op`) over ranks, in place. Every all-reduce of cutlib's goes through here
+    (tests/test_imports.py checks); broadcast_from_rank0 runs once, at the start, with waits to follow."""
     op = torch.distributed.ReduceOp.SUM if op is None else op
     wait_and_keep(torch.distributed.all_reduce(t, op=op, group=group, async_op=True))
     return t

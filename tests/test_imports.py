@@ -52,3 +52,17 @@ def test_cutlib_modules_import_without_a_circle():
     assert graph["generate"] and graph["cli"]  # the parser sees the imports at all
     assert find_circle(graph) is None, " -> ".join(find_circle(graph))
     assert not graph["config"] & {"nets", "discriminators", "projection", "model"}  # config imports no network code
+
+
+def test_collectives_are_issued_only_by_cutlib_distributed():
+    """Issue 27: a collective issued elsewhere would skip wait_and_keep, and a gloo worker could again be
+    left holding a tensor's last reference while the interpreter finalizes (a rank aborts at exit)."""
+    calls = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "barrier", "reduce", "gather", "scatter")
+    found = []
+    for path in PKG.glob("*.py"):
+        if path.stem == "distributed":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in calls and "distributed" in ast.unparse(node.value):
+                found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+    assert not found, found
