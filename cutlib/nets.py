@@ -24,14 +24,15 @@ def _binomial_kernel(taps: list[float]) -> torch.Tensor:
 class BlurDownsample(nn.Module):
     """Anti-aliased 2x downsampling: reflect pad, [1,2,1]x[1,2,1] blur, stride 2 (Zhang 2019)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, pads: tuple[int, int, int, int] = (1, 1, 1, 1)):
         super().__init__()
+        self.pads = pads  # (left, right, top, bottom); (0, 1, 0, 1) keeps TF 'SAME' stride-2 sample centres
         # non-persistent: a fixed filter is not a weight, so checkpoints and EMA ignore it
         self.register_buffer("kernel", _binomial_kernel([1, 2, 1])[None, None].repeat(channels, 1, 1, 1),
                              persistent=False)
 
     def forward(self, x):
-        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel.to(x.dtype), stride=2,
+        return F.conv2d(F.pad(x, self.pads, mode="reflect"), self.kernel.to(x.dtype), stride=2,
                         groups=x.shape[1])
 
 
