@@ -213,7 +213,10 @@ def _painterly(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def make_demo_data(root: str | os.PathLike, n_photos: int = 200, n_paintings: int = 60,
+DEMO_PHOTOS = 200  # the built-in demo's photo count: its zip window (cutlib.generate) follows it
+
+
+def make_demo_data(root: str | os.PathLike, n_photos: int = DEMO_PHOTOS, n_paintings: int = 60,
                    size: int = 256, seed: int = 0) -> Path:
     """Write <root>/photo_jpg and <root>/monet_jpg like Kaggle's layout. Reuses a complete earlier copy."""
     root = Path(root)

@@ -17,12 +17,16 @@ from PIL import Image
 
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_weights
 from .config import TrainConfig, data_folders
-from .data import list_images, load_rgb, resize_square, to_tensor, to_uint8, to_uint8_chw
+from .data import DEMO_PHOTOS, list_images, load_rgb, resize_square, to_tensor, to_uint8, to_uint8_chw
 from .jobs import JobFailed, JobParser, require_positive, run_job
 from .model import resolve_amp
 from .nets import build_generator
 
 SUBMISSION_MIN, SUBMISSION_MAX = 7_000, 10_000
+# The demo has 200 photos, so Kaggle's window is scaled to them; params/demo.yaml uses the same window and
+# the size the demo trains at (a test keeps the two equal).
+DEMO_WINDOW = (DEMO_PHOTOS, DEMO_PHOTOS * 3 // 2)
+DEMO_GEN_SIZE = 64
 VARIANTS = ("", "_flip", "_crop", "_flipcrop")  # top-up views of a photo when there are too few photos
 
 
@@ -87,7 +91,9 @@ def plan_jobs(files: list[Path], min_count: int, max_count: int, top_up: bool, s
     target = min(n, max_count) if n >= min_count or not top_up else min_count
     candidates = [(f, v) for v in (VARIANTS if top_up else VARIANTS[:1]) for f in files]
     if len(candidates) < target:
-        raise ValueError(f"{n} photos x {len(VARIANTS)} views = {len(candidates)} < min_count={min_count}")
+        raise ValueError(f"{n} photos x {len(VARIANTS)} views = {len(candidates)} < min_count={min_count}: "
+                         f"lower min_count (--min-count {n}), or leave top-ups out (--no-top-up) to write "
+                         f"only the {n} photos")
     return candidates, target
 
 
@@ -335,11 +341,14 @@ def parser(prog: str = "python -m cutlib.generate") -> argparse.ArgumentParser:
     ap.add_argument("--zip", default="", help="output zip (default: <run-dir>/images.zip)")
     ap.add_argument("--out", default="", help="write PNGs into this folder instead of a zip, keeping photo names")
     ap.add_argument("--weights", default="ema", choices=["ema", "raw"], help="EMA generator (default) or raw")
-    ap.add_argument("--min-count", type=int, default=SUBMISSION_MIN, help="fewest zip entries; top-ups fill in")
-    ap.add_argument("--max-count", type=int, default=SUBMISSION_MAX, help="most zip entries; extra photos left out")
+    ap.add_argument("--min-count", type=int, help=f"fewest zip entries; top-ups fill in (default {SUBMISSION_MIN}; "
+                    f"{DEMO_WINDOW[0]} with --data demo)")
+    ap.add_argument("--max-count", type=int, help=f"most zip entries; extra photos left out (default {SUBMISSION_MAX}; "
+                    f"{DEMO_WINDOW[1]} with --data demo)")
     ap.add_argument("--no-top-up", action="store_true", help="no flipped/cropped views when photos are too few")
     ap.add_argument("--strict", action="store_true", help="error instead of adjusting when the count is out of range")
-    ap.add_argument("--gen-size", type=int, default=256, help="translate at this size (outputs are 256x256)")
+    ap.add_argument("--gen-size", type=int, help=f"translate at this size (outputs are 256x256; default 256, "
+                    f"{DEMO_GEN_SIZE} with --data demo)")
     ap.add_argument("--batch", type=int, default=8, help="images per generator batch")
     ap.add_argument("--workers", type=int, default=2, help="JPEG decoding processes")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -349,6 +358,16 @@ def parser(prog: str = "python -m cutlib.generate") -> argparse.ArgumentParser:
 def main(argv=None, prog: str = "python -m cutlib.generate") -> int:
     ap = parser(prog)
     a = ap.parse_args(argv)
+    demo = a.data == "demo" and not a.photos
+    defaults = {"min_count": DEMO_WINDOW[0], "max_count": DEMO_WINDOW[1], "gen_size": DEMO_GEN_SIZE} if demo \
+        else {"min_count": SUBMISSION_MIN, "max_count": SUBMISSION_MAX, "gen_size": 256}
+    taken = {k: v for k, v in defaults.items() if getattr(a, k) is None}
+    for k, v in taken.items():
+        setattr(a, k, v)
+    if demo and taken and not a.out:
+        print(f"generate: --data demo: {a.min_count}..{a.max_count} images at --gen-size {a.gen_size}, the demo's "
+              f"(Kaggle's window is {SUBMISSION_MIN}..{SUBMISSION_MAX}; --min-count/--max-count change it)",
+              file=sys.stderr)
     require_positive(ap, a, "gen-size", "batch", "min-count", "max-count")
     if a.workers < 0:
         ap.error(f"--workers must be >= 0, not {a.workers}")

@@ -1,12 +1,19 @@
 """The command line as a user in a terminal meets it: `cutlib train | generate | evaluate`, real processes."""
 import json
+import os
+import shlex
+import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
+
+from cutlib.data import DEMO_PHOTOS
+from cutlib.generate import DEMO_GEN_SIZE, DEMO_WINDOW
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,33 +51,63 @@ def test_bad_input_names_the_flag_or_path_and_exits_non_zero(tmp_path):
     assert r.returncode == 2 and "frobnicate" in r.stderr
 
 
+def readme_terminal_commands() -> list[str]:
+    """The `cutlib ...` lines of README.md's terminal section, comments cut, as a user would paste them."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## From the terminal", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.startswith("cutlib ")]
+
+
+@pytest.fixture(scope="module")
+def readme_run(tmp_path_factory):
+    """The README's three terminal commands, verbatim, in a fresh folder beside a copy of params/, on the
+    demo data (its own copy: CUTLIB_DEMO_DIR), with the venv's `cutlib` first on the PATH. One trained
+    demo run serves every test here that needs one."""
+    home = tmp_path_factory.mktemp("terminal")
+    shutil.copytree(ROOT / "params", home / "params")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "CUTLIB_DEMO_DIR": str(tmp_path_factory.mktemp("demo-data")), "CUTLIB_PROGRESS": "off"}
+    results = [subprocess.run(shlex.split(cmd), cwd=home, env=env, capture_output=True, text=True, timeout=900)
+               for cmd in readme_terminal_commands()]
+    return home, results
+
+
 @pytest.mark.slow
-def test_from_training_to_a_scored_submission_in_three_commands(demo_root, tmp_path):
-    run = tmp_path / "run"
-    r = cli("train", "-f", "params/smoke.yaml", "--data", str(demo_root), "--out_dir", str(run), "--eval_every", "0")
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = cli("generate", "--run-dir", str(run), "--data", str(demo_root), "--min-count", "20", "--max-count", "30",
-            "--gen-size", "32", "--device", "cpu")
-    assert r.returncode == 0, r.stderr[-2000:]
-    made = json.loads(r.stdout.strip().splitlines()[-1])
-    zip_file = run / "images.zip"
-    assert made["valid"] and made["count"] == 20 and Path(made["path"]) == zip_file
+def test_the_readme_terminal_commands_run_verbatim_on_the_demo_data(readme_run):
+    home, (train, generate, evaluate) = readme_run
+    for r in (train, generate, evaluate):
+        assert r.returncode == 0, (r.args, r.stderr[-2000:])
+    assert "generate: --data demo: 200..300 images" in generate.stderr  # says which window it took, once
+    made = json.loads(generate.stdout.strip().splitlines()[-1])
+    zip_file = home / "runs" / "x" / "images.zip"
+    assert made["valid"] and made["count"] == 200 and Path(made["path"]).resolve() == zip_file.resolve()
     with zipfile.ZipFile(zip_file) as zf:
-        assert len(zf.namelist()) == 20
-    r = cli("evaluate", str(zip_file), "--paintings", str(Path(demo_root) / "monet_jpg"), "--device", "cpu",
-            "--no-cache")
-    assert r.returncode == 0, r.stderr[-2000:]
-    scores = json.loads(r.stdout.strip().splitlines()[-1])
+        assert len(zf.namelist()) == 200
+    scores = json.loads(evaluate.stdout.strip().splitlines()[-1])
     assert {"mifid", "fid", "kid", "mem_distance", "swd", "swd_levels"} <= set(scores)
     assert scores["fid"] > 0 and scores["mifid"] >= scores["fid"]
 
 
+def test_the_demo_window_is_the_one_params_demo_uses():
+    demo = yaml.safe_load((ROOT / "params" / "demo.yaml").read_text())
+    assert (demo["min_count"], demo["max_count"], demo["gen_size"]) == (*DEMO_WINDOW, DEMO_GEN_SIZE)
+    assert DEMO_WINDOW[0] <= DEMO_PHOTOS <= DEMO_WINDOW[1]
+
+
 @pytest.mark.slow
-def test_generate_out_translates_a_folder_keeping_names(demo_root, tmp_path):
-    run = tmp_path / "run"
-    r = cli("train", "-f", "params/smoke.yaml", "--data", str(demo_root), "--out_dir", str(run), "--eval_every", "0",
-            "--steps", "2", "--ckpt_every", "2")
-    assert r.returncode == 0, r.stderr[-2000:]
+def test_too_few_real_photos_name_the_flags_that_fix_it(readme_run, tmp_path):
+    home, _ = readme_run
+    photos = tmp_path / "data" / "photo_jpg"
+    photos.mkdir(parents=True)
+    for p in sorted((home / "runs" / "x" / "samples").glob("*.png"))[:1]:
+        Image.open(p).convert("RGB").save(photos / "one.jpg")
+    r = cli("generate", "--run-dir", str(home / "runs" / "x"), "--data", str(tmp_path / "data"), "--device", "cpu")
+    assert r.returncode == 2 and "--min-count" in r.stderr and "--no-top-up" in r.stderr, r.stderr[-1000:]
+
+
+@pytest.mark.slow
+def test_generate_out_translates_a_folder_keeping_names(readme_run, demo_root, tmp_path):
+    run = readme_run[0] / "runs" / "x"
     photos = tmp_path / "mine"
     photos.mkdir()
     for i, p in enumerate(sorted((Path(demo_root) / "photo_jpg").iterdir())[:3]):
