@@ -14,8 +14,8 @@ photos themselves.
 
 The measure, `peak_ratio`: the mean power spectrum (per-image mean removed, Hann window, colour channels
 averaged) divided by its radial median (the median power of all frequencies at the same distance from
-zero), so a smooth 1/f falloff reads ~1 everywhere and a lattice peak stands out; reported at the period-2
-and period-4 lattice frequencies and as the maximum over the whole plane above a quarter of Nyquist.
+zero), so a smooth 1/f falloff reads ~1 everywhere and a lattice peak stands out; reported at the period-2,
+period-4 and period-8 lattice frequencies and as the maximum over the whole plane above a quarter of Nyquist.
 Prints one JSON line.
 """
 from __future__ import annotations
@@ -36,8 +36,9 @@ from cutlib.data import eval_image, list_images  # noqa: E402
 from cutlib.generate import load_generator  # noqa: E402
 from cutlib.model import build_networks  # noqa: E402
 
-# lattice frequencies in cycles per pixel (fy, fx): where a stride-2 (period 2) and a stride-4 grid put energy
-LATTICE = {"p2": [(0.5, 0.0), (0.0, 0.5), (0.5, 0.5)], "p4": [(0.25, 0.0), (0.0, 0.25), (0.25, 0.25)]}
+# lattice frequencies in cycles per pixel (fy, fx): where grids of period 2, 4 and 8 px put their energy
+LATTICE = {"p2": [(0.5, 0.0), (0.0, 0.5), (0.5, 0.5)], "p4": [(0.25, 0.0), (0.0, 0.25), (0.25, 0.25)],
+           "p8": [(0.125, 0.0), (0.0, 0.125), (0.125, 0.125)]}
 
 
 def mean_power(images: torch.Tensor) -> np.ndarray:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,6 +65,14 @@ def test_gpu_curves_trains_two_recipes_and_the_curve_bench_scores_each_checkpoin
 
 
 @pytest.mark.slow
+def test_gpu_curves_calibration_trains_the_default_alone_on_a_steps_schedule(tmp_path):
+    out = run_bench("gpu_curves.py", tmp_path, "--calibrate", "--out", str(tmp_path / "o"))
+    assert out["mode"] == "calibrate" and out["failed"] == [] and out["points"] == {"default": ["3", "6"]}
+    config = (tmp_path / "o" / "work" / "runs" / "default" / "config.yaml").read_text()
+    assert "lr_schedule: steps" in config and "discriminator: patch+projected" in config  # params/baseline.yaml's
+
+
+@pytest.mark.slow
 def test_quality_bench_runs_configurations_side_by_side(tmp_path):
     out = run_bench("quality.py", tmp_path, "--out", str(tmp_path / "q"), "--run", "plain:",
                     "--run", "resid: --residual_output true --lambda_gan 2")
@@ -104,3 +113,18 @@ def test_ddp_soak_with_the_gil_held_counts_no_aborted_rank(tmp_path):
     assert out["runs"] == 3 and out["finished_training"] == 3 and out["hold_gil"] == 30
     assert out["non_zero_exits"] == 0 and out["aborted_ranks"] == 0
     assert not [w for w in out["warnings"] if "broadcast_buffers" in w[1]]  # DDP's deprecation is gone
+
+
+def test_spectrum_finds_a_faint_grid_that_a_smooth_image_lacks(demo_root, capsys):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import spectrum
+
+    photos = torch.stack([spectrum.eval_image(f, 64) for f in spectrum.list_images(demo_root / "photo_jpg")[:4]])
+    grid = torch.tensor([1.0, -1.0]).repeat(32)  # a period-2 checker, 2% of the range: invisible in a grid
+    checker = 0.02 * grid[:, None] * grid[None, :]
+    clean = spectrum.peak_ratios(spectrum.mean_power(photos))
+    gridded = spectrum.peak_ratios(spectrum.mean_power(photos + checker))
+    assert gridded["p2"] > 10 * clean["p2"] and gridded["max"] >= gridded["p2"] > 100
+    spectrum.main(["grad", "--photos", str(demo_root / "photo_jpg"), "--n", "2", "--size", "32"])
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"photos", "grad_patch", "grad_projected"} and out["grad_projected"]["p2"] > 0
