@@ -76,7 +76,9 @@ def check_resumable(saved: dict, cfg: TrainConfig, path) -> None:
     from .checkpoint import CheckpointError
 
     now = cfg.to_dict()
-    diff = [f"{k}={saved.get(k)!r} (config: {now[k]!r})" for k in ARCH_FIELDS if saved.get(k) != now[k]]
+    # a field newer than the checkpoint was trained with its default: what the code did before it existed
+    was = {k: saved.get(k, TrainConfig.__dataclass_fields__[k].default) for k in ARCH_FIELDS}
+    diff = [f"{k}={was[k]!r} (config: {now[k]!r})" for k in ARCH_FIELDS if was[k] != now[k]]
     if diff:
         raise CheckpointError(f"cannot resume from {path}: it was trained with {', '.join(diff)}; "
                               f"use a new out_dir or the checkpoint's values")

@@ -1,4 +1,5 @@
-"""CI runs every benchmark once at its --quick size so none can rot; they print one JSON line each."""
+"""CI runs every benchmark once at its --quick size so none can rot (`make test-bench`, after `make test`);
+they print one JSON line each."""
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.bench
 
 
 def run_bench(script, tmp_path, *args):

@@ -141,6 +141,17 @@ def test_the_random_projection_is_seeded_and_restored_from_the_checkpoint(tiny_c
     assert torch.equal(ProjectedDiscriminator(m.backbone, seed=3).projection.csm0, m.D.projected.projection.csm0)
 
 
+def test_a_run_saved_before_backbone_antialias_existed_resumes_as_it_trained(tiny_cfg):
+    from cutlib.checkpoint import CheckpointError
+    from cutlib.train import check_resumable
+
+    old = tiny_cfg(discriminator="patch+projected").to_dict()
+    del old["backbone_antialias"]  # a checkpoint's config from before the field
+    check_resumable(old, tiny_cfg(discriminator="patch+projected"), "old.pt")  # it trained without: same
+    with pytest.raises(CheckpointError, match="backbone_antialias=False"):
+        check_resumable(old, tiny_cfg(discriminator="patch+projected", backbone_antialias=True), "old.pt")
+
+
 def test_a_checkpoint_saved_before_discriminators_had_names_still_resumes(tiny_cfg, tmp_path):
     m = CUTModel(tiny_cfg())
     state = m.state_dict()
