@@ -76,15 +76,14 @@ def _cli(args, **kw):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig,extra", [(signal.SIGTERM, {}), (signal.SIGINT, {"discriminator": "patch+projected"})])
 def test_a_signal_to_the_cli_saves_the_step_in_flight_and_resume_is_bit_identical(demo_root, tmp_path, sig, extra):
-    straight = _cli(_args(demo_root, tmp_path / "a", **extra))
-    out, err = straight.communicate(timeout=300)
-    assert straight.returncode == 0, err[-2000:]
-
+    straight = _cli(_args(demo_root, tmp_path / "a", **extra))  # one thread each: the two run side by side
     run = tmp_path / "b"
     proc = _cli(_args(demo_root, run, **extra))
     _wait_for_steps(run, 3, proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
+    done = straight.communicate(timeout=300)
+    assert straight.returncode == 0, done[1][-2000:]
     assert proc.returncode == 128 + sig, err[-2000:]
     k = load_checkpoint(run / "ckpt" / "latest.pt")["step"]
     assert 3 <= k < STEPS and (run / "ckpt" / f"step_{k:07d}.pt").is_file()
