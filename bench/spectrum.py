@@ -120,7 +120,7 @@ def main(argv=None) -> int:
         for run in a.runs:
             steps = [int(s) for s in a.steps.split(",") if s] or [max(int(f.stem.split("_")[1]) for f in (run / "ckpt").glob("step_*.pt"))]
             for step in steps:
-                G = load_generator(run / "ckpt" / f"step_{step}.pt")
+                G, _ = load_generator(run / "ckpt" / f"step_{step:07d}.pt")
                 with torch.no_grad():
                     out = torch.cat([G(x) for x in photos.split(8)])
                 result[f"{run.name}@{step}"] = peak_ratios(mean_power(out))
