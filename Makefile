@@ -11,7 +11,7 @@ TORCHVISION_FLOOR := $(shell sed -n 's/^torchvision>=\([0-9][0-9.]*\).*/\1/p' re
 FLOOR_VENV ?= .venv-floor
 FLOOR_PY := $(FLOOR_VENV)/bin/python
 
-.PHONY: install install-floor demo lab test test-bench test-floor bench kaggle clean
+.PHONY: install install-floor demo lab test test-long test-floor bench kaggle clean
 
 install: $(VENV)/.installed
 
@@ -38,13 +38,14 @@ lab: $(VENV)/.installed-lab
 	$(PY) -m cutlib.lab $(LAB_ARGS)
 
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q --durations=25 -m "not bench" tests
+	$(PY) -m pytest -q --durations=25 -m "not long" tests
 
-# Every benchmark once at its --quick size (tests/test_bench.py), so none can rot: real training and
-# scoring end to end, about five minutes on 2 cores, kept out of the edit-and-test loop; CI runs it
-# right after `make test`.
-test-bench: $(VENV)/.installed-test
-	$(PY) -m pytest -q --durations=10 -m bench tests/test_bench.py
+# The long end-to-end checks (marked `long`), kept out of the edit-and-test loop; CI runs them right
+# after `make test`: every benchmark once at its --quick size so none can rot (tests/test_bench.py), the
+# README's terminal commands verbatim on the full demo data, torch.compile on the CPU. About ten minutes
+# on 2 cores.
+test-long: $(VENV)/.installed-test
+	$(PY) -m pytest -q --durations=25 -m long tests
 
 # The tests whose outcome depends on torch, on the torch floor (CI runs this after `make test`): the
 # training step under every AMP mode, checkpoints, nets, the TorchScript Inception, generation, DDP on

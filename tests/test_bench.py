@@ -1,4 +1,4 @@
-"""CI runs every benchmark once at its --quick size so none can rot (`make test-bench`, after `make test`);
+"""CI runs every benchmark once at its --quick size so none can rot (`make test-long`, after `make test`);
 they print one JSON line each."""
 import json
 import os
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.bench
+pytestmark = pytest.mark.long
 
 
 def run_bench(script, tmp_path, *args):

@@ -73,6 +73,7 @@ def test_amp_auto_picks_bf16_only_on_cpus_with_bf16_units(tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
+@pytest.mark.long  # Inductor compiling C++ on the CPU: ~95 s on 2 cores
 def test_compiled_generator_trains_like_eager(tiny_cfg):
     photo, monet = _batch(tiny_cfg())
     eager, compiled = CUTModel(tiny_cfg()), CUTModel(tiny_cfg(compile=True))
