@@ -122,11 +122,11 @@ def test_spectrum_finds_a_faint_grid_that_a_smooth_image_lacks(demo_root, capsys
     import spectrum
 
     photos = torch.stack([spectrum.eval_image(f, 64) for f in spectrum.list_images(demo_root / "photo_jpg")[:4]])
-    grid = torch.tensor([1.0, -1.0]).repeat(32)  # a period-2 checker, 2% of the range: invisible in a grid
-    checker = 0.02 * grid[:, None] * grid[None, :]
+    # horizontal lines of period 2, 2% of the range (invisible in a grid), like the stripes issue 34 found
+    checker = 0.02 * torch.tensor([1.0, -1.0]).repeat(32)[:, None].expand(64, 64)
     clean = spectrum.peak_ratios(spectrum.mean_power(photos))
     gridded = spectrum.peak_ratios(spectrum.mean_power(photos + checker))
-    assert gridded["p2"] > 10 * clean["p2"] and gridded["max"] >= gridded["p2"] > 100
+    assert gridded["p2"] > 10 * clean["p2"] and gridded["max"] >= gridded["p2"] > 50
     spectrum.main(["grad", "--photos", str(demo_root / "photo_jpg"), "--n", "2", "--size", "32"])
     out = json.loads(capsys.readouterr().out)
     assert set(out) >= {"photos", "grad_patch", "grad_projected"} and out["grad_projected"]["p2"] > 0
