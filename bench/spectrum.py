@@ -6,7 +6,7 @@ mean power spectrum, invisible to FID tables and easy to miss in a downscaled gr
 
 `grad`: for each discriminator of a freshly built `patch+projected` model (its trained-from-scratch
 parts at init, the projected one's backbone pretrained), the mean power spectrum of the gradient of a
-random mix of its logits with respect to real photo crops: the signal G follows. A stride-2 conv
+G's hinge loss (minus its mean logit) with respect to real photo crops: the signal G follows. A stride-2 conv
 without a low-pass filter in front passes that gradient through its transposed conv, which puts energy
 on the stride's lattice (periods 2, 4, 8 px); G learns to paint it.
 `outputs`: the same measure on the EMA generator's outputs (256 px) for held-out photos, beside the
@@ -82,7 +82,7 @@ def photo_batch(photos: Path, n: int, size: int, offset: int = 0) -> torch.Tenso
 
 
 def d_gradients(cfg: TrainConfig, photos: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Per discriminator: d(random mix of its logits)/d(input) for each photo; D at init, one seed."""
+    """Per discriminator: d(-mean logit)/d(input), what the hinge G loss sends back, for each photo; D at init, one seed."""
     torch.manual_seed(seed)
     D = build_networks(cfg)[1]
     grads = {name: [] for name in D.names}
