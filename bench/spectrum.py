@@ -5,7 +5,7 @@ mean power spectrum, invisible to FID tables and easy to miss in a downscaled gr
     python bench/spectrum.py outputs RUN_DIR --photos DIR [--steps 1000,2000] [--n 64]   # what G paints
 
 `grad`: for each discriminator of a freshly built `patch+projected` model (its trained-from-scratch
-parts at init, the projected one's backbone pretrained), the mean power spectrum of the gradient of a
+parts at init, the projected one's backbone pretrained), the mean power spectrum of the gradient of
 G's hinge loss (minus its mean logit) with respect to real photo crops: the signal G follows. A stride-2 conv
 without a low-pass filter in front passes that gradient through its transposed conv, which puts energy
 on the stride's lattice (periods 2, 4, 8 px); G learns to paint it.
