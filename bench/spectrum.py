@@ -3,6 +3,7 @@ mean power spectrum, invisible to FID tables and easy to miss in a downscaled gr
 
     python bench/spectrum.py grad --photos DIR [--size 128] [--n 32]       # what each D teaches G
     python bench/spectrum.py outputs RUN_DIR --photos DIR [--steps 1000,2000] [--n 64]   # what G paints
+    python bench/spectrum.py taps --photos DIR [--n 8] [--push-size 1024]   # which backbone strides must blur
 
 `grad`: for each discriminator of a freshly built `patch+projected` model (its trained-from-scratch
 parts at init, the projected one's backbone pretrained), the mean power spectrum of the gradient of
@@ -11,6 +12,13 @@ without a low-pass filter in front passes that gradient through its transposed c
 on the stride's lattice (periods 2, 4, 8 px); G learns to paint it.
 `outputs`: the same measure on the EMA generator's outputs (256 px) for held-out photos, beside the
 photos themselves.
+`taps`: which of the projected D's frozen EfficientNet stride-2 convs must blur for each of its four
+tapped maps (strides 4, 8, 16, 32) to send G a gradient without a lattice. For the plain backbone and
+with its first k stride-2 convs blurred (k = 1..5, the stem first; k = 5 is `backbone_antialias`), per
+tap: the spread of the "more of this feature everywhere" push (d mean(map) / d input on a flat grey
+image of --push-size px, std over mean in the central eighth, far from the borders: a lattice reads
+~1, a flat answer 0), and the map's cosine to the ImageNet (plain) map on --n photos at --size: what
+blurring costs in features.
 
 The measure, `peak_ratio`: the mean power spectrum (per-image mean removed, Hann window, colour channels
 averaged) divided by its radial median (the median power of all frequencies at the same distance from
@@ -35,6 +43,8 @@ from cutlib.config import TrainConfig  # noqa: E402
 from cutlib.data import eval_image, list_images  # noqa: E402
 from cutlib.generate import load_generator  # noqa: E402
 from cutlib.model import build_networks  # noqa: E402
+from cutlib.nets import BlurDownsample  # noqa: E402
+from cutlib.projection import frozen_lite0  # noqa: E402
 
 # lattice frequencies in cycles per pixel (fy, fx): where grids of period 2, 4 and 8 px put their energy
 LATTICE = {"p2": [(0.5, 0.0), (0.0, 0.5), (0.5, 0.5)], "p4": [(0.25, 0.0), (0.0, 0.25), (0.25, 0.25)],
@@ -95,13 +105,51 @@ def d_gradients(cfg: TrainConfig, photos: torch.Tensor, seed: int = 0) -> dict[s
     return {name: torch.cat(g) for name, g in grads.items()}
 
 
+def blur_first(k: int) -> torch.nn.Module:
+    """The pretrained backbone with only its first k stride-2 convs antialiased, as `backbone_antialias`
+    does to all of them (stride 1, then a [1,2,1] blur subsampling at the 'SAME' sample centres)."""
+    net = frozen_lite0()
+    strided = [(net._conv_stem, net, "stem_pool")] + [
+        (b._depthwise_conv, b, "pool") for b in net._blocks if b._depthwise_conv.stride == (2, 2)]
+    for conv, owner, pool in strided[:k]:
+        conv.stride = (1, 1)
+        setattr(owner, pool, BlurDownsample(conv.out_channels, pads=(0, 1, 0, 1)))
+    return net
+
+
+def push_spread(net: torch.nn.Module, stages: int, size: int) -> float:
+    x = torch.full((1, 3, size, size), 0.2, requires_grad=True)
+    net(x, stages=stages)[-1].mean().backward()
+    lo, hi = size * 7 // 16, size * 9 // 16
+    centre = x.grad[0].mean(0)[lo:hi, lo:hi]
+    return float(centre.std() / centre.abs().mean())
+
+
+def tap_table(photos: torch.Tensor, push_size: int) -> dict:
+    cos = torch.nn.functional.cosine_similarity
+    with torch.no_grad():
+        imagenet = [blur_first(0)(x[None]) for x in photos]
+    out = {}
+    for k in range(6):
+        net = blur_first(k)
+        with torch.no_grad():
+            sims = [[float(cos(a.flatten(), b.flatten(), dim=0)) for a, b in zip(ref, net(x[None]))]
+                    for ref, x in zip(imagenet, photos)]
+        out[f"blur_first_{k}"] = {
+            "push_spread": [round(push_spread(net, t, push_size), 4) for t in range(1, 5)],
+            "imagenet_cos": [round(float(np.mean([s[t] for s in sims])), 3) for t in range(4)]}
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("mode", choices=("grad", "outputs"))
+    p.add_argument("mode", choices=("grad", "outputs", "taps"))
     p.add_argument("runs", nargs="*", type=Path)
     p.add_argument("--photos", type=Path, required=True)
     p.add_argument("--n", type=int, default=32)
-    p.add_argument("--size", type=int, default=128, help="grad: crop size D sees (the training unit)")
+    p.add_argument("--size", type=int, default=128, help="grad, taps: crop size D sees (the training unit)")
+    p.add_argument("--push-size", type=int, default=1024, help="taps: the flat image's size (the stride-32 "
+                   "map's receptive field must leave its centre free of border effects)")
     p.add_argument("--steps", default="", help="outputs: comma-separated checkpoint steps (default: the last)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="grad: config overrides, e.g. --set discriminator=patch+projected")
@@ -114,6 +162,8 @@ def main(argv=None) -> int:
         result["photos"] = peak_ratios(mean_power(photos))
         for name, g in d_gradients(cfg, photos).items():
             result[f"grad_{name}"] = peak_ratios(mean_power(g))
+    elif a.mode == "taps":
+        result.update(tap_table(photo_batch(a.photos, a.n, a.size), a.push_size))
     else:
         photos = photo_batch(a.photos, a.n, 256)
         result["photos"] = peak_ratios(mean_power(photos))

@@ -130,3 +130,21 @@ def test_spectrum_finds_a_faint_grid_that_a_smooth_image_lacks(demo_root, capsys
     spectrum.main(["grad", "--photos", str(demo_root / "photo_jpg"), "--n", "2", "--size", "32"])
     out = json.loads(capsys.readouterr().out)
     assert set(out) >= {"photos", "grad_patch", "grad_projected"} and out["grad_projected"]["p2"] > 0
+
+
+def test_spectrum_taps_blur_the_backbone_as_backbone_antialias_does(demo_root, capsys):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import spectrum
+    from cutlib.projection import frozen_lite0
+
+    x = spectrum.photo_batch(demo_root / "photo_jpg", 1, 64)
+    with torch.no_grad():  # all five blurred is the library's fix, built another way
+        for a, b in zip(spectrum.blur_first(5)(x), frozen_lite0("", antialias=True)(x)):
+            torch.testing.assert_close(a, b)
+    spectrum.main(["taps", "--photos", str(demo_root / "photo_jpg"), "--n", "2", "--size", "64", "--push-size", "128"])
+    out = json.loads(capsys.readouterr().out)
+    plain, stem_only, fixed = out["blur_first_0"], out["blur_first_1"], out["blur_first_5"]
+    assert plain["imagenet_cos"] == [1.0] * 4 and all(c < 1 for c in fixed["imagenet_cos"])
+    # the stride-4 map's push: a lattice from the plain backbone and with the stem alone blurred, flat when
+    # both of its stride-2 convs blur
+    assert plain["push_spread"][0] > 0.3 and stem_only["push_spread"][0] > 0.3 and fixed["push_spread"][0] < 1e-3
