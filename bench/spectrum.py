@@ -43,8 +43,7 @@ from cutlib.config import TrainConfig  # noqa: E402
 from cutlib.data import eval_image, list_images  # noqa: E402
 from cutlib.generate import load_generator  # noqa: E402
 from cutlib.model import build_networks  # noqa: E402
-from cutlib.nets import BlurDownsample  # noqa: E402
-from cutlib.projection import frozen_lite0  # noqa: E402
+from cutlib.projection import _strided, frozen_lite0  # noqa: E402
 
 # lattice frequencies in cycles per pixel (fy, fx): where grids of period 2, 4 and 8 px put their energy
 LATTICE = {"p2": [(0.5, 0.0), (0.0, 0.5), (0.5, 0.5)], "p4": [(0.25, 0.0), (0.0, 0.25), (0.25, 0.25)],
@@ -112,8 +111,9 @@ def blur_first(k: int) -> torch.nn.Module:
     strided = [(net._conv_stem, net, "stem_pool")] + [
         (b._depthwise_conv, b, "pool") for b in net._blocks if b._depthwise_conv.stride == (2, 2)]
     for conv, owner, pool in strided[:k]:
-        conv.stride = (1, 1)
-        setattr(owner, pool, BlurDownsample(conv.out_channels, pads=(0, 1, 0, 1)))
+        stride, blur = _strided(2, True, conv.out_channels)  # the library's own blur, not a copy of it
+        conv.stride = (stride, stride)
+        setattr(owner, pool, blur)
     return net
 
 
