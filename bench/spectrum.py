@@ -1,7 +1,8 @@
 """Periodic texture, found in the frequency domain: a fine regular grid in images is a narrow peak in their
 mean power spectrum, invisible to FID tables and easy to miss in a downscaled grid.
 
-    python bench/spectrum.py grad --photos DIR [--size 128] [--n 32]       # what each D teaches G
+    python bench/spectrum.py grad --photos DIR [--size 128] [--n 32]       # what each D teaches G at init
+    python bench/spectrum.py grad RUN_DIR --photos DIR --steps 2000 [--n 32]   # ... once trained
     python bench/spectrum.py outputs RUN_DIR --photos DIR [--steps 1000,2000] [--n 64]   # what G paints
     python bench/spectrum.py taps --photos DIR [--n 8] [--push-size 1024]   # which backbone strides must blur
 
@@ -10,6 +11,13 @@ parts at init, the projected one's backbone pretrained), the mean power spectrum
 G's hinge loss (minus its mean logit) with respect to real photo crops: the signal G follows. A stride-2 conv
 without a low-pass filter in front passes that gradient through its transposed conv, which puts energy
 on the stride's lattice (periods 2, 4, 8 px); G learns to paint it.
+With run folders, the same for each checkpoint's trained discriminators, at its own G's outputs (the
+raw G, on central image_size crops of photos resized to load_size, the training unit; the step averaged
+over 8 draws of the run's DiffAugment, whose translations move the lattice against D's strides),
+plus `push`: where the painting already has a lattice, does the step G takes down this gradient (scaled by
+the D's weight in G's loss) grow it or fight it? Per lattice period, the cosine between the output's
+spectrum and the step's at those frequencies over all images (+1: grows it, -1: erases it, ~0: blind
+to it), and `step_power`, the step's mean power there, to say whose push is the stronger.
 `outputs`: the same measure on the EMA generator's outputs (256 px) for held-out photos, beside the
 photos themselves.
 `taps`: which of the projected D's frozen EfficientNet stride-2 convs must blur for each of its four
@@ -39,8 +47,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from cutlib.augment import diff_augment  # noqa: E402
+from cutlib.checkpoint import load_checkpoint, load_weights  # noqa: E402
 from cutlib.config import TrainConfig  # noqa: E402
 from cutlib.data import eval_image, list_images  # noqa: E402
+from cutlib.discriminators import adversarial_weights  # noqa: E402
 from cutlib.generate import load_generator  # noqa: E402
 from cutlib.model import build_networks  # noqa: E402
 from cutlib.projection import _strided, frozen_lite0  # noqa: E402
@@ -50,14 +61,26 @@ LATTICE = {"p2": [(0.5, 0.0), (0.0, 0.5), (0.5, 0.5)], "p4": [(0.25, 0.0), (0.0,
            "p8": [(0.125, 0.0), (0.0, 0.125), (0.125, 0.125)]}
 
 
-def mean_power(images: torch.Tensor) -> np.ndarray:
-    """Mean power spectrum of (N, C, H, W) images, zero frequency at [H//2, W//2]."""
+def spectra(images: torch.Tensor) -> torch.Tensor:
+    """Complex spectra of (N, C, H, W) images (per-image mean removed, Hann window), zero frequency at
+    [H//2, W//2]."""
     x = images.double()
     x = x - x.mean(dim=(-2, -1), keepdim=True)
     h, w = x.shape[-2:]
     window = torch.hann_window(h, periodic=False, dtype=x.dtype)[:, None] * torch.hann_window(w, periodic=False, dtype=x.dtype)[None]
-    power = torch.fft.fft2(x * window).abs().square().mean(dim=(0, 1))
-    return torch.fft.fftshift(power).numpy()
+    return torch.fft.fftshift(torch.fft.fft2(x * window), dim=(-2, -1))
+
+
+def mean_power(images: torch.Tensor) -> np.ndarray:
+    """Mean power spectrum of (N, C, H, W) images, zero frequency at [H//2, W//2]."""
+    return spectra(images).abs().square().mean(dim=(0, 1)).numpy()
+
+
+def lattice_bin(f: tuple[float, float], h: int, w: int) -> tuple[int, int]:
+    """Index of frequency f (cycles/px) in a shifted h x w spectrum; fftfreq puts +0.5 at -0.5, so the
+    Nyquist bin is index 0 after the shift."""
+    return (int(round((f[0] if f[0] < 0.5 else -0.5) * h)) + h // 2,
+            int(round((f[1] if f[1] < 0.5 else -0.5) * w)) + w // 2)
 
 
 def peak_ratios(power: np.ndarray) -> dict:
@@ -72,12 +95,7 @@ def peak_ratios(power: np.ndarray) -> dict:
         median[r] = np.median(power[ring == r])
     ratio = power / np.maximum(median[ring], 1e-30)
 
-    def at(f):  # fftfreq puts +0.5 at -0.5: the Nyquist bin is index 0 after the shift
-        iy = int(round((f[0] if f[0] < 0.5 else -0.5) * h)) + h // 2
-        ix = int(round((f[1] if f[1] < 0.5 else -0.5) * w)) + w // 2
-        return float(ratio[iy, ix])
-
-    out = {name: round(max(at(f) for f in freqs), 2) for name, freqs in LATTICE.items()}
+    out = {name: round(max(float(ratio[lattice_bin(f, h, w)]) for f in freqs), 2) for name, freqs in LATTICE.items()}
     high = radius > 0.125
     k = np.unravel_index(np.argmax(np.where(high, ratio, 0)), ratio.shape)
     out["max"] = round(float(ratio[k]), 2)
@@ -102,6 +120,53 @@ def d_gradients(cfg: TrainConfig, photos: torch.Tensor, seed: int = 0) -> dict[s
             (-logits.mean()).backward()  # the hinge G loss: what G follows
             grads[name].append(x.grad.detach())
     return {name: torch.cat(g) for name, g in grads.items()}
+
+
+def lattice_push(images: torch.Tensor, steps: torch.Tensor) -> dict:
+    """Per lattice period: the cosine between the images' spectra and the steps' at its frequencies, over
+    all images and channels (+1: the step grows the lattice the images have), and the steps' mean power there."""
+    y, d = spectra(images), spectra(steps)
+    h, w = images.shape[-2:]
+    out = {}
+    for name, freqs in LATTICE.items():
+        idx = [lattice_bin(f, h, w) for f in freqs]
+        yv = torch.stack([y[..., i, j] for i, j in idx])
+        dv = torch.stack([d[..., i, j] for i, j in idx])
+        cos = (yv.conj() * dv).real.sum() / (yv.abs().square().sum() * dv.abs().square().sum()).sqrt().clamp_min(1e-30)
+        out[name] = round(float(cos), 3)
+        out[f"{name}_step_power"] = float(f"{float(dv.abs().square().mean()):.3g}")
+    return out
+
+
+def trained_d_gradients(ckpt_path: Path, photo_files: list[Path], augment_draws: int = 8) -> dict:
+    """For one checkpoint: per trained discriminator, the lattice peaks of the G-loss gradient at its own
+    G's outputs and its `push` on the lattice those outputs carry; the same for the weighted sum of the
+    discriminators' steps, which is what G follows (PatchNCE aside)."""
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    G, D = build_networks(cfg)[:2]
+    load_weights(G, ckpt["G"], "generator", ckpt_path)
+    load_weights(D, ckpt["D"], "discriminators", ckpt_path)
+    G.eval().requires_grad_(False)
+    D.eval().requires_grad_(False)
+    c, s = (cfg.load_size - cfg.image_size) // 2, cfg.image_size
+    with torch.no_grad():
+        fakes = torch.cat([G(eval_image(f, cfg.load_size)[None, :, c:c + s, c:c + s]) for f in photo_files])
+    weights = adversarial_weights(cfg, D.names)
+    steps = {name: torch.zeros_like(fakes) for name in D.names}
+    torch.manual_seed(0)
+    for _ in range(augment_draws):  # G's step in expectation over the training step's DiffAugment draws
+        x = fakes.detach().requires_grad_(True)
+        logits = D(diff_augment(x, cfg.diffaug))
+        for i, name in enumerate(D.names):
+            grad, = torch.autograd.grad(-logits[i].mean(), x, retain_graph=True)  # the hinge G loss
+            # the way G moves its painting: down the gradient, as the training step weights each D
+            steps[name] -= cfg.lambda_gan * weights[i] * grad / augment_draws
+    steps["total"] = sum(steps.values())
+    out = {"fakes": peak_ratios(mean_power(fakes))}
+    for name, step in steps.items():
+        out[f"grad_{name}"] = {**peak_ratios(mean_power(step)), "push": lattice_push(fakes, step)}
+    return out
 
 
 def blur_first(k: int) -> torch.nn.Module:
@@ -141,6 +206,10 @@ def tap_table(photos: torch.Tensor, push_size: int) -> dict:
     return out
 
 
+def checkpoint_steps(run: Path, steps: str) -> list[int]:
+    return [int(s) for s in steps.split(",") if s] or [max(int(f.stem.split("_")[1]) for f in (run / "ckpt").glob("step_*.pt"))]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("mode", choices=("grad", "outputs", "taps"))
@@ -150,12 +219,17 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=128, help="grad, taps: crop size D sees (the training unit)")
     p.add_argument("--push-size", type=int, default=1024, help="taps: the flat image's size (the stride-32 "
                    "map's receptive field must leave its centre free of border effects)")
-    p.add_argument("--steps", default="", help="outputs: comma-separated checkpoint steps (default: the last)")
+    p.add_argument("--steps", default="", help="outputs, grad with runs: comma-separated checkpoint steps (default: the last)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="grad: config overrides, e.g. --set discriminator=patch+projected")
     a = p.parse_args(argv)
     result: dict = {"mode": a.mode, "n": a.n}
-    if a.mode == "grad":
+    if a.mode == "grad" and a.runs:
+        files = list_images(a.photos)[:a.n]
+        for run in a.runs:
+            for step in checkpoint_steps(run, a.steps):
+                result[f"{run.name}@{step}"] = trained_d_gradients(run / "ckpt" / f"step_{step:07d}.pt", files)
+    elif a.mode == "grad":
         overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in a.set)}
         cfg = TrainConfig(**{"discriminator": "patch+projected", "image_size": a.size, "device": "cpu", **overrides})
         photos = photo_batch(a.photos, a.n, a.size)
@@ -168,8 +242,7 @@ def main(argv=None) -> int:
         photos = photo_batch(a.photos, a.n, 256)
         result["photos"] = peak_ratios(mean_power(photos))
         for run in a.runs:
-            steps = [int(s) for s in a.steps.split(",") if s] or [max(int(f.stem.split("_")[1]) for f in (run / "ckpt").glob("step_*.pt"))]
-            for step in steps:
+            for step in checkpoint_steps(run, a.steps):
                 G, _ = load_generator(run / "ckpt" / f"step_{step:07d}.pt")
                 with torch.no_grad():
                     out = torch.cat([G(x) for x in photos.split(8)])

@@ -132,6 +132,34 @@ def test_spectrum_finds_a_faint_grid_that_a_smooth_image_lacks(demo_root, capsys
     assert set(out) >= {"photos", "grad_patch", "grad_projected"} and out["grad_projected"]["p2"] > 0
 
 
+def test_lattice_push_says_whether_a_step_grows_or_erases_the_lattice_an_image_has(demo_root):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import spectrum
+
+    photos = spectrum.photo_batch(demo_root / "photo_jpg", 4, 64)
+    stripes = 0.05 * torch.tensor([1.0, 0.0, -1.0, 0.0]).repeat(16)[:, None].expand(64, 64)  # period 4
+    smooth = torch.nn.functional.avg_pool2d(torch.randn(4, 3, 64, 64), 9, 1, 4)  # no lattice of its own
+    grows = spectrum.lattice_push(photos + stripes, 0.1 * stripes.expand(4, 3, 64, 64) + 0.01 * smooth)
+    erases = spectrum.lattice_push(photos + stripes, -0.1 * stripes.expand(4, 3, 64, 64) + 0.01 * smooth)
+    assert grows["p4"] > 0.9 and erases["p4"] < -0.9 and grows["p4_step_power"] > 0
+
+
+def test_spectrum_grad_measures_a_trained_runs_discriminators(tiny_cfg, capsys):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import spectrum
+    from cutlib.train import train
+
+    cfg = tiny_cfg(discriminator="patch+projected", lambda_proj=0.5, steps=2, ckpt_every=2, sample_every=0)
+    train(cfg, progress=False)
+    spectrum.main(["grad", cfg.out_dir, "--photos", str(Path(cfg.data) / "photo_jpg"), "--n", "2"])
+    out = json.loads(capsys.readouterr().out)["run@2"]
+    assert set(out) == {"fakes", "grad_patch", "grad_projected", "grad_total"}
+    push = {name: out[f"grad_{name}"]["push"] for name in ("patch", "projected", "total")}
+    assert all(-1 <= p["p4"] <= 1 and p["p4_step_power"] > 0 for p in push.values())
+    # the steps add up as the training step weights them (lambda_proj scales the projected one)
+    assert push["total"]["p4_step_power"] != push["projected"]["p4_step_power"]
+
+
 def test_spectrum_taps_blur_the_backbone_as_backbone_antialias_does(demo_root, capsys):
     sys.path.insert(0, str(ROOT / "bench"))
     import spectrum
