@@ -17,7 +17,8 @@ over 8 draws of the run's DiffAugment, whose translations move the lattice again
 plus `push`: where the painting already has a lattice, does the step G takes down this gradient (scaled by
 the D's weight in G's loss) grow it or fight it? Per lattice period, the cosine between the output's
 spectrum and the step's at those frequencies over all images (+1: grows it, -1: erases it, ~0: blind
-to it), and `step_power`, the step's mean power there, to say whose push is the stronger.
+to it), and `step_power`, the step's mean power there, to say whose push is the stronger (`step_rms`:
+the whole step's size, per pixel; `edges`: its size along each border over its size inside).
 `outputs`: the same measure on the EMA generator's outputs (256 px) for held-out photos, beside the
 photos themselves.
 `taps`: which of the projected D's frozen EfficientNet stride-2 convs must blur for each of its four
@@ -138,6 +139,17 @@ def lattice_push(images: torch.Tensor, steps: torch.Tensor) -> dict:
     return out
 
 
+def edge_push(step: torch.Tensor, width: int = 2) -> dict:
+    """The step's size along each border (its outer `width` pixels), over its size inside: a D that sees
+    one border unlike the others (TF 'SAME' padding pads stride-2 convs on the right and bottom only)
+    pushes that border apart, and G paints a streak there."""
+    rms = lambda x: x.square().mean().sqrt()  # noqa: E731
+    inner = rms(step[..., 2 * width:-2 * width, 2 * width:-2 * width]).clamp_min(1e-30)
+    borders = {"left": step[..., :width], "right": step[..., -width:], "top": step[..., :width, :],
+               "bottom": step[..., -width:, :]}
+    return {name: round(float(rms(x) / inner), 2) for name, x in borders.items()}
+
+
 def trained_d_gradients(ckpt_path: Path, photo_files: list[Path], augment_draws: int = 8) -> dict:
     """For one checkpoint: per trained discriminator, the lattice peaks of the G-loss gradient at its own
     G's outputs and its `push` on the lattice those outputs carry; the same for the weighted sum of the
@@ -165,7 +177,9 @@ def trained_d_gradients(ckpt_path: Path, photo_files: list[Path], augment_draws:
     steps["total"] = sum(steps.values())
     out = {"fakes": peak_ratios(mean_power(fakes))}
     for name, step in steps.items():
-        out[f"grad_{name}"] = {**peak_ratios(mean_power(step)), "push": lattice_push(fakes, step)}
+        out[f"grad_{name}"] = {**peak_ratios(mean_power(step)), "push": lattice_push(fakes, step),
+                               "step_rms": float(f"{float(step.square().mean().sqrt()):.3g}"),
+                               "edges": edge_push(step)}
     return out
 
 
