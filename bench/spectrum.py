@@ -5,6 +5,7 @@ mean power spectrum, invisible to FID tables and easy to miss in a downscaled gr
     python bench/spectrum.py grad RUN_DIR --photos DIR --steps 2000 [--n 32]   # ... once trained
     python bench/spectrum.py outputs RUN_DIR --photos DIR [--steps 1000,2000] [--n 64]   # what G paints
     python bench/spectrum.py taps --photos DIR [--n 8] [--push-size 1024]   # which backbone strides must blur
+    python bench/spectrum.py sees --photos DIR [--n 8]                      # which lattices the backbone sees
 
 `grad`: for each discriminator of a freshly built `patch+projected` model (its trained-from-scratch
 parts at init, the projected one's backbone pretrained), the mean power spectrum of the gradient of
@@ -220,13 +221,30 @@ def tap_table(photos: torch.Tensor, push_size: int) -> dict:
     return out
 
 
+def lattice_visibility(photos: torch.Tensor, amplitude: float = 0.05) -> dict:
+    """Per lattice period and backbone (plain, antialiased): the relative change of each tapped map when
+    horizontal lines of that period are added to the photos."""
+    size = photos.shape[-1]
+    out = {}
+    for period in (2, 4):
+        pattern = torch.zeros(period)
+        pattern[0], pattern[period // 2] = 1.0, -1.0
+        lattice = amplitude * pattern.repeat(size // period)[:, None].expand(size, size)
+        for name, antialias in (("plain", False), ("antialiased", True)):
+            net = frozen_lite0("", antialias=antialias)
+            with torch.no_grad():
+                before, after = net(photos), net(photos + lattice)
+            out[f"p{period}_{name}"] = [round(float((b - a).norm() / a.norm()), 4) for a, b in zip(before, after)]
+    return out
+
+
 def checkpoint_steps(run: Path, steps: str) -> list[int]:
     return [int(s) for s in steps.split(",") if s] or [max(int(f.stem.split("_")[1]) for f in (run / "ckpt").glob("step_*.pt"))]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("mode", choices=("grad", "outputs", "taps"))
+    p.add_argument("mode", choices=("grad", "outputs", "taps", "sees"))
     p.add_argument("runs", nargs="*", type=Path)
     p.add_argument("--photos", type=Path, required=True)
     p.add_argument("--n", type=int, default=32)
@@ -250,6 +268,8 @@ def main(argv=None) -> int:
         result["photos"] = peak_ratios(mean_power(photos))
         for name, g in d_gradients(cfg, photos).items():
             result[f"grad_{name}"] = peak_ratios(mean_power(g))
+    elif a.mode == "sees":
+        result.update(lattice_visibility(photo_batch(a.photos, a.n, a.size)))
     elif a.mode == "taps":
         result.update(tap_table(photo_batch(a.photos, a.n, a.size), a.push_size))
     else:

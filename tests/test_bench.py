@@ -160,6 +160,17 @@ def test_spectrum_grad_measures_a_trained_runs_discriminators(tiny_cfg, capsys):
     assert push["total"]["p4_step_power"] != push["projected"]["p4_step_power"]
 
 
+def test_the_antialiased_backbone_barely_sees_a_period_2_lattice(demo_root, capsys):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import spectrum
+
+    spectrum.main(["sees", "--photos", str(demo_root / "photo_jpg"), "--n", "2", "--size", "64"])
+    out = json.loads(capsys.readouterr().out)
+    # its [1,2,1] blurs have no response at period 2: each map moves far less than the plain backbone's
+    assert all(aa < 0.5 * plain for aa, plain in zip(out["p2_antialiased"], out["p2_plain"]))
+    assert all(x > 0 for x in out["p4_antialiased"])
+
+
 def test_spectrum_taps_blur_the_backbone_as_backbone_antialias_does(demo_root, capsys):
     sys.path.insert(0, str(ROOT / "bench"))
     import spectrum
