@@ -187,3 +187,25 @@ def test_spectrum_taps_blur_the_backbone_as_backbone_antialias_does(demo_root, c
     # the stride-4 map's push: a lattice from the plain backbone and with the stem alone blurred, flat when
     # both of its stride-2 convs blur
     assert plain["push_spread"][0] > 0.3 and stem_only["push_spread"][0] > 0.3 and fixed["push_spread"][0] < 1e-3
+
+
+def test_corner_mark_measures_what_pays_g_for_a_mark(tiny_cfg, capsys):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import corner_mark
+    from cutlib.train import train
+
+    x = torch.zeros(2, 3, 64, 64)
+    x[:, 0, :4] = 1.0  # a saturated bar along the top rows and another down the left columns
+    x[:, 1, :, :7] = -1.0
+    marked, cleaned = corner_mark.corner_chroma(x), corner_mark.corner_chroma(corner_mark.clean_corner(x))
+    assert marked["top_left_top"] > 100 and marked["top_left_left"] > 100 and marked["centre"] == 0
+    assert cleaned["top_left_top"] == 0 and cleaned["top_left_left"] == 0
+
+    cfg = tiny_cfg(discriminator="patch+projected", lambda_proj=0.5, steps=2, ckpt_every=2, sample_every=0)
+    train(cfg, progress=False)
+    corner_mark.main([cfg.out_dir, "--photos", str(Path(cfg.data) / "photo_jpg"), "--n", "2"])
+    out = json.loads(capsys.readouterr().out)["run@2"]
+    assert set(out["d_realness"]["marked"]) == {"patch", "projected"}
+    for tag in ("marked", "cleaned"):
+        assert [f"tap{t}" for t in cfg.nce_layers] == list(out["nce"][tag])
+        assert all(0 < v["corner"] < 50 and 0 < v["rest"] < 50 for v in out["nce"][tag].values())
