@@ -29,11 +29,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cutlib.checkpoint import load_checkpoint, load_weights  # noqa: E402
-from cutlib.config import TrainConfig  # noqa: E402
-from cutlib.data import eval_image, list_images  # noqa: E402
-from cutlib.model import build_networks  # noqa: E402
-from spectrum import checkpoint_steps  # noqa: E402
+from cutlib.data import list_images  # noqa: E402
+from spectrum import checkpoint_steps, load_trained, training_crops  # noqa: E402
 
 ROWS, COLS = 1 / 16, 7 / 64  # the mark's extent at 128 px: 8 rows, 14 columns
 
@@ -87,14 +84,9 @@ def patch_ids(h: int, w: int, size: int, count: int, seed: int) -> tuple[torch.T
 
 @torch.no_grad()
 def mark_effects(ckpt_path: Path, photo_files: list[Path]) -> dict:
-    ckpt = load_checkpoint(ckpt_path)
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    G, D, mlp, _ = build_networks(cfg)
-    for name, net in (("G", G), ("D", D), ("F", mlp)):
-        load_weights(net, ckpt[name], name, ckpt_path)
-        net.eval()
-    c, s = (cfg.load_size - cfg.image_size) // 2, cfg.image_size
-    photos = torch.cat([eval_image(f, cfg.load_size)[None, :, c:c + s, c:c + s] for f in photo_files])
+    cfg, G, D, mlp = load_trained(ckpt_path)
+    s = cfg.image_size
+    photos = training_crops(cfg, photo_files)
     taps = tuple(cfg.nce_layers)
     marked, keys_feats = G(photos, taps=taps)
     images = {"marked": marked, "cleaned": clean_corner(marked)}

@@ -151,20 +151,30 @@ def edge_push(step: torch.Tensor, width: int = 2) -> dict:
     return {name: round(float(rms(x) / inner), 2) for name, x in borders.items()}
 
 
+def load_trained(ckpt_path: Path):
+    """(config, G, D, PatchNCE MLP) of a checkpoint, raw weights, frozen in eval mode."""
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    nets = build_networks(cfg)[:3]
+    for key, net in zip(("G", "D", "F"), nets):
+        load_weights(net, ckpt[key], key, ckpt_path)
+        net.eval().requires_grad_(False)
+    return (cfg, *nets)
+
+
+def training_crops(cfg: TrainConfig, photo_files: list[Path]) -> torch.Tensor:
+    """Central image_size crops of the photos resized to load_size: the unit the run trained on."""
+    c, s = (cfg.load_size - cfg.image_size) // 2, cfg.image_size
+    return torch.cat([eval_image(f, cfg.load_size)[None, :, c:c + s, c:c + s] for f in photo_files])
+
+
 def trained_d_gradients(ckpt_path: Path, photo_files: list[Path], augment_draws: int = 8) -> dict:
     """For one checkpoint: per trained discriminator, the lattice peaks of the G-loss gradient at its own
     G's outputs and its `push` on the lattice those outputs carry; the same for the weighted sum of the
     discriminators' steps, which is what G follows (PatchNCE aside)."""
-    ckpt = load_checkpoint(ckpt_path)
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    G, D = build_networks(cfg)[:2]
-    load_weights(G, ckpt["G"], "generator", ckpt_path)
-    load_weights(D, ckpt["D"], "discriminators", ckpt_path)
-    G.eval().requires_grad_(False)
-    D.eval().requires_grad_(False)
-    c, s = (cfg.load_size - cfg.image_size) // 2, cfg.image_size
+    cfg, G, D, _ = load_trained(ckpt_path)
     with torch.no_grad():
-        fakes = torch.cat([G(eval_image(f, cfg.load_size)[None, :, c:c + s, c:c + s]) for f in photo_files])
+        fakes = G(training_crops(cfg, photo_files))
     weights = adversarial_weights(cfg, D.names)
     steps = {name: torch.zeros_like(fakes) for name in D.names}
     torch.manual_seed(0)
