@@ -75,6 +75,7 @@ class TrainConfig:
     num_patches: int = 256  # patches sampled per tap
     nce_t: float = 0.07  # PatchNCE temperature
     flip_equivariance: bool = False  # fastcut: flip the fake before NCE (fastcut: True)
+    nce_crop: float = 0.0  # PatchNCE on one random square window (this fraction of the side) cut from source and fake alike (0: whole image)
     lambda_identity: float = 0.1  # identity L1 on monet inputs at step 0, decays linearly to 0
     identity_warmup: int = 2_000  # steps over which the identity weight decays to 0
     r1_weight: float = 0.0  # R1 penalty weight on real images (0: off)
@@ -150,6 +151,11 @@ class TrainConfig:
             raise ConfigError(f"progress_every_s={self.progress_every_s}: must be > 0 (seconds between lines)")
         if not 0 < self.nce_t:
             raise ConfigError(f"nce_t={self.nce_t}: must be > 0")
+        if not 0.0 <= self.nce_crop <= 1.0:
+            raise ConfigError(f"nce_crop={self.nce_crop}: must be in [0, 1] (fraction of the image side; 0: off)")
+        if self.nce_crop and self.flip_equivariance:
+            raise ConfigError("nce_crop > 0 with flip_equivariance (mode='fastcut') is not supported: the flipped "
+                              "fake's window would not match the source's; set nce_crop 0 or mode 'cut'")
         bad = [t for t in self.nce_layers if t not in TAP_LAYERS]
         if bad or not self.nce_layers:
             raise ConfigError(f"nce_layers={self.nce_layers}: each must be one of {TAP_LAYERS}")

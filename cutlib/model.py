@@ -26,7 +26,7 @@ from .distributed import rank_world
 from .graphs import CaptureFailed, StepGraphs
 from .ema import EMA, ema_beta
 from .discriminators import adversarial_weights, build_discriminators
-from .nets import PatchSampleMLP, build_generator, init_weights, tap_channels
+from .nets import PatchSampleMLP, build_generator, init_weights, nce_window, tap_channels
 from .projection import frozen_lite0
 
 LOSS_KEYS = ("d_loss", "g_loss", "g_adv", "nce", "identity", "r1", "style")
@@ -330,8 +330,10 @@ class CUTModel:
 
         # One generator call gives the fakes, the source taps (PatchNCE keys, never recomputed) and the
         # fakes' taps (queries); its graph serves the adversarial, NCE and identity terms.
+        window = (nce_window(real.shape[2], real.shape[3], cfg.nce_crop, self.patch_gen)
+                  if cfg.nce_crop else None)
         with self.autocast():
-            out, src_feats, q_feats = self.G_train(real, taps=taps, reencode=n_q)
+            out, src_feats, q_feats = self.G_train(real, taps=taps, reencode=n_q, window=window)
         if plan.flipped:  # FastCUT: keys from the unflipped source, queries flipped back (as official CUT)
             out = out.flip(3)
             q_feats = [f.flip(3) for f in q_feats]

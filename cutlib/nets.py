@@ -103,11 +103,12 @@ class Generator(nn.Module):
         """Encoder activations at the given CUT tap indices; stops after the deepest one."""
         return self._encode(x, taps, stop_early=True)[1]
 
-    def forward(self, x, taps: tuple[int, ...] | None = None, reencode: int = 0):
+    def forward(self, x, taps: tuple[int, ...] | None = None, reencode: int = 0, window=None):
         """x -> output; with taps also the encoder activations of x; with reencode=n also those of the
         first n outputs (PatchNCE queries), inside the same call so DistributedDataParallel sees one
-        forward per backward."""
-        h, feats = self._encode(x, taps or (), stop_early=False)
+        forward per backward. With a `window` (see nce_window) both are of that window of the first n
+        inputs and outputs, each encoded on its own."""
+        h, feats = self._encode(x, () if window is not None else (taps or ()), stop_early=False)
         z = self.decoder(h)
         if self.residual:  # a change to the image in tanh's input space: z = 0 returns x itself
             out = torch.tanh(torch.atanh(x.float().clamp(-0.999, 0.999)) + z.float()).to(z.dtype)
@@ -115,9 +116,34 @@ class Generator(nn.Module):
             out = torch.tanh(z)
         if taps is None:
             return out
+        if reencode and window is not None:
+            with torch.no_grad():  # PatchNCE keys: never differentiated
+                keys = self.encode(crop_window(x[:reencode], window), taps)
+            return out, keys, self.encode(crop_window(out[:reencode], window), taps)
         if reencode:
             return out, feats, self.encode(out[:reencode], taps)
         return out, feats
+
+
+def nce_window(height: int, width: int, crop: float, generator=None, device=None):
+    """Row and column indices of one random square window, `crop` of the shorter side (a multiple of 4,
+    for the encoder's two 2x downsamplings), drawn on `generator`'s device so a CUDA graph replays it.
+
+    Why: encoding the whole fake lets the generator pay for PatchNCE everywhere with one mark anywhere:
+    instance norm's whole-image statistics carry it to every patch's features (bench/corner_mark.py
+    measured a saturated top-left mark doing exactly that). Inside a random window, a fixed mark is
+    almost never in view."""
+    side = min(height, width, max(4, round(crop * min(height, width) / 4) * 4))
+    device = generator.device if generator is not None else device
+    top = torch.randint(0, height - side + 1, (1,), generator=generator, device=device)
+    left = torch.randint(0, width - side + 1, (1,), generator=generator, device=device)
+    steps = torch.arange(side, device=device)
+    return top + steps, left + steps
+
+
+def crop_window(x: torch.Tensor, window) -> torch.Tensor:
+    rows, cols = window
+    return x.index_select(2, rows.to(x.device)).index_select(3, cols.to(x.device))
 
 
 def _up(cin: int, cout: int, antialias: bool) -> list[nn.Module]:

@@ -20,7 +20,8 @@ def test_defaults_are_the_baseline_recipe():
     (dict(steps=-1), "steps"), (dict(image_size=66), "image_size"), (dict(lr=-1.0), "lr"),
     (dict(steps="many"), "steps"), (dict(flip="yes"), "flip"), (dict(beta1=1.5), "beta1"),
     (dict(nce_layers=(0, 5)), "nce_layers"), (dict(diffaug="color,blur"), "diffaug"),
-    (dict(load_size=128), "load_size"), (dict(batch_size=True), "batch_size"),
+    (dict(load_size=128), "load_size"), (dict(batch_size=True), "batch_size"), (dict(nce_crop=1.5), "nce_crop"),
+    (dict(nce_crop=0.5, mode="fastcut"), "nce_crop"),
 ])
 def test_bad_values_name_the_field(kw, field):
     with pytest.raises(ConfigError, match=field):

@@ -4,7 +4,8 @@ import torch
 from cutlib.config import TrainConfig
 from cutlib.discriminators import PatchDiscriminator
 from cutlib.model import build_networks
-from cutlib.nets import TAP_LAYERS, BlurDownsample, BlurUpsample, Generator, PatchSampleMLP, build_generator, count_params
+from cutlib.nets import (TAP_LAYERS, BlurDownsample, BlurUpsample, Generator, PatchSampleMLP, build_generator,
+                         count_params, crop_window, nce_window)
 
 
 def test_parameter_counts_match_official_cut():
@@ -87,3 +88,37 @@ def test_mlp_keys_under_no_grad_leave_the_queries_a_gradient_under_autocast():
     assert torch.is_autocast_cache_enabled()  # the no_grad call put the setting back
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in F.parameters())
+
+
+def test_nce_window_keys_and_queries_are_the_same_window_of_source_and_fake():
+    G = Generator(ngf=8, n_blocks=5).eval()
+    x = torch.randn(3, 3, 64, 64)
+    gen = torch.Generator().manual_seed(1)
+    rows, cols = nce_window(64, 64, 0.5, gen)
+    assert len(rows) == len(cols) == 32 and 0 <= rows[0] and rows[-1] < 64 and cols[-1] < 64
+    assert torch.equal(rows, rows[0] + torch.arange(32))
+    out, keys, queries = G(x, taps=TAP_LAYERS, reencode=2, window=(rows, cols))
+    assert out.shape == x.shape and not any(k.requires_grad for k in keys)
+    for k, want in zip(keys, G.encode(crop_window(x[:2], (rows, cols)))):
+        torch.testing.assert_close(k, want)
+    for q, want in zip(queries, G.encode(crop_window(out[:2], (rows, cols)))):
+        torch.testing.assert_close(q, want)
+    assert queries[-1].shape == (2, 32, 8, 8)
+    assert [len(w) for w in nce_window(64, 64, 0.3)] == [20, 20]  # rounded to a multiple of 4
+    assert [len(w) for w in nce_window(64, 64, 1.0)] == [64, 64]
+
+
+def test_a_mark_outside_the_nce_window_no_longer_moves_the_features_inside_it():
+    # Why the window: whole-image instance norm lets a mark in one corner move every patch's features
+    # (PatchNCE paid G for a top-left mark that way, bench/corner_mark.py); a window that excludes it can't see it.
+    G = Generator(ngf=8, n_blocks=5).eval()
+    fake = torch.rand(1, 3, 64, 64) * 2 - 1
+    marked = fake.clone()
+    marked[:, :, :8, :8] = 1.0
+    window = (torch.arange(16, 48), torch.arange(24, 56))
+    far = (slice(None), slice(None), slice(-4, None), slice(-4, None))  # the bottom-right cells of each tap
+    with torch.no_grad():
+        whole = [(a - b)[far].abs().max() for a, b in zip(G.encode(fake, (4, 16)), G.encode(marked, (4, 16)))]
+        inside = [(a - b).abs().max() for a, b in zip(G.encode(crop_window(fake, window), (4, 16)),
+                                                      G.encode(crop_window(marked, window), (4, 16)))]
+    assert all(d > 1e-3 for d in whole) and all(d == 0 for d in inside)
