@@ -328,8 +328,9 @@ class CUTModel:
         taps = cfg.nce_layers
         n_q = 2 * b if cfg.nce_idt else b
 
-        # One generator call gives the fakes, the source taps (PatchNCE keys, never recomputed) and the
-        # fakes' taps (queries); its graph serves the adversarial, NCE and identity terms.
+        # One generator call gives the fakes, the source taps (PatchNCE keys, never recomputed; with
+        # nce_crop, the source window's, encoded once more) and the fakes' taps (queries); its graph serves
+        # the adversarial, NCE and identity terms.
         window = (nce_window(real.shape[2], real.shape[3], cfg.nce_crop, self.patch_gen)
                   if cfg.nce_crop else None)
         with self.autocast():
