@@ -4,7 +4,7 @@ compared at equal steps. Runs trained anywhere (CPU, a GPU call, a Kaggle output
 a folder with ckpt/step_*.pt.
 
     python bench/curve.py --photos HELD_OUT/ --paintings monet_jpg/ --out curves/ RUN_DIR [RUN_DIR ...]
-        [--steps 1000,2000,3000 | --steps all] [--gen-size 256] [--fid-weights FILE]
+        [--steps 1000,2000,3000 | --steps all] [--gen-size 256] [--border 16] [--fid-weights FILE]
     python bench/curve.py --quick     # CI-sized: trains a 2-checkpoint demo run, scores it
 
 Writes <out>/curve.json (also printed as one JSON line), curve.md (the table, also on stderr), curve.png
@@ -41,6 +41,7 @@ from cutlib.data import eval_image, list_images, load_rgb  # noqa: E402
 from cutlib.generate import load_generator, translate_files  # noqa: E402
 from cutlib.metrics import InceptionFeatures, default_cache_dir  # noqa: E402
 from cutlib.model import resolve_amp  # noqa: E402
+from cutlib.nets import PAINT_BORDER, paint  # noqa: E402
 from cutlib.swd import swd  # noqa: E402
 from cutlib.viz import save_pairs_grid  # noqa: E402
 
@@ -79,16 +80,17 @@ def baselines(photos: list[Path], monets: list[Path], extractor, wkey: str, cach
 
 
 def score_checkpoint(path: Path, photos, grid_src, real, extractor, gen_size: int, device: str, amp: str,
-                     grid_file: Path) -> dict:
+                     grid_file: Path, border: int = PAINT_BORDER) -> dict:
     t0 = time.time()
     G, info = load_generator(path, "ema", device)
     dtype = resolve_amp(amp, torch.device(device))
-    images = [img for _, img in translate_files(G, [(p, "") for p in photos], gen_size, 256, 8, device, dtype)]
+    images = [img for _, img in translate_files(G, [(p, "") for p in photos], gen_size, 256, 8, device, dtype,
+                                                border=border)]
     s = scored(measured(images, extractor), real)
     with torch.no_grad(), torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
-        fakes = G(grid_src.to(device)).float().cpu()
+        fakes = paint(G, grid_src.to(device), border).float().cpu()
     save_pairs_grid(grid_src, fakes, grid_file)
-    return {**plain(s), "step": info["step"], "train_size": info["image_size"], "gen_size": gen_size,
+    return {**plain(s), "step": info["step"], "train_size": info["image_size"], "gen_size": gen_size, "border": border,
             "amp": str(dtype).replace("torch.", "") if dtype else "off", "grid": str(grid_file),
             "score_seconds": round(time.time() - t0, 1)}
 
@@ -199,6 +201,9 @@ def main(argv=None):
     ap.add_argument("--steps", default="all", help="comma-separated steps to score, or 'all' kept checkpoints")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default: curves/; --quick: a temp one)")
     ap.add_argument("--gen-size", type=int, default=256, help="apply G at this size (outputs are 256 px)")
+    ap.add_argument("--border", type=int, default=PAINT_BORDER,
+                    help=f"G paints photos reflect-padded by this many pixels, as the zip does (default {PAINT_BORDER}; "
+                    f"0: as G paints them, the curves before 2026-12-06)")
     ap.add_argument("--fid-weights", default="", help="FID TorchScript (.pt, or the fp16 .pt.xz copy)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="G's autocast")
@@ -231,10 +236,11 @@ def main(argv=None):
         points = runs.setdefault(name, {})
         for step, path in checkpoints(run, wanted).items():
             key = f"{path.resolve()}:{path.stat().st_mtime_ns}:{a.gen_size}:{a.amp}:{wkey}:{len(photos)}"
+            key += f":border{a.border}" if a.border else ""  # border 0 keeps the keys of earlier scores
             if cache_keys.get(f"{name}/{step}") == key and str(step) in points:
                 continue
             points[str(step)] = score_checkpoint(path, photos, grid_src, real, extractor, a.gen_size, device,
-                                                 a.amp, a.out / "grids" / f"{name}_step_{step:07d}.png")
+                                                 a.amp, a.out / "grids" / f"{name}_step_{step:07d}.png", a.border)
             cache_keys[f"{name}/{step}"] = key
             print(f"curve: {name} step {step}: FID {points[str(step)]['fid']} SWD "
                   f"{points[str(step)]['swd_levels']}", file=sys.stderr)

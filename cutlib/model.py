@@ -26,7 +26,7 @@ from .distributed import rank_world
 from .graphs import CaptureFailed, StepGraphs
 from .ema import EMA, ema_beta
 from .discriminators import adversarial_weights, build_discriminators
-from .nets import PatchSampleMLP, build_generator, init_weights, nce_window, tap_channels
+from .nets import PatchSampleMLP, build_generator, init_weights, nce_window, paint, tap_channels
 from .projection import frozen_lite0
 
 LOSS_KEYS = ("d_loss", "g_loss", "g_adv", "nce", "identity", "r1", "style")
@@ -388,7 +388,7 @@ class CUTModel:
     def translate(self, photos: torch.Tensor, use_ema: bool = True) -> torch.Tensor:
         G = self.ema.model if use_ema else self.G
         with self.autocast():
-            return G(self._prep(photos)).float()
+            return paint(G, self._prep(photos)).float()
 
     # --- checkpoint state ---
     def state_dict(self) -> dict:

@@ -61,8 +61,9 @@ def preview_run(cfg, n: int = 6, checkpoint: str = "latest"):
     """(photo | painting) rows from the run's EMA generator, on the first n photos at the training size."""
     from .data import eval_image, list_images
     from .generate import load_generator, resolve_checkpoint
+    from .nets import paint
 
     G, _ = load_generator(resolve_checkpoint(checkpoint, cfg.out_dir))
     photos = torch.stack([eval_image(p, cfg.image_size) for p in list_images(cfg.photo_path)[:n]])
     with torch.no_grad():
-        return pairs_grid(photos, G(photos))
+        return pairs_grid(photos, paint(G, photos))

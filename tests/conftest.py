@@ -70,3 +70,12 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, f"rep_{rep.when}", rep)
+
+
+class CornerMarker(torch.nn.Module):
+    """Paints what a long-trained G paints whatever the photo: saturated bars in the top-left corner."""
+
+    def forward(self, x):
+        y = x.clone()
+        y[:, 0, :6, :12], y[:, 1:, :6, :12] = 1.0, -1.0
+        return y

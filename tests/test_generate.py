@@ -124,3 +124,15 @@ def test_killed_generation_leaves_only_a_temp_that_the_next_run_cleans(tmp_path)
     assert len(list(tmp_path.glob(".images.zip.*.tmp"))) == 1
     write_zip(((f"{i}.png", np.zeros((256, 256, 3), np.uint8)) for i in range(2)), tmp_path / "images.zip")
     assert [p.name for p in tmp_path.iterdir()] == ["images.zip"]
+
+
+def test_translated_photos_keep_a_corner_mark_off_the_picture(demo_root):
+    from cutlib.generate import translate_files
+    from conftest import CornerMarker
+
+    jobs = [(p, "") for p in sorted((demo_root / "photo_jpg").iterdir())[:3]]
+    photos = [img for _, img in translate_files(torch.nn.Identity(), jobs, 64, 64)]
+    painted = [img for _, img in translate_files(CornerMarker(), jobs, 64, 64)]
+    marked = [img for _, img in translate_files(CornerMarker(), jobs, 64, 64, border=0)]
+    assert all(np.array_equal(a, b) for a, b in zip(photos, painted))
+    assert all(m[0, 0].tolist() == [255, 0, 0] for m in marked)

@@ -1,11 +1,12 @@
 import pytest
 import torch
+from conftest import CornerMarker
 
 from cutlib.config import TrainConfig
 from cutlib.discriminators import PatchDiscriminator
 from cutlib.model import build_networks
 from cutlib.nets import (TAP_LAYERS, BlurDownsample, BlurUpsample, Generator, PatchSampleMLP, build_generator,
-                         count_params, crop_window, nce_window)
+                         count_params, crop_window, nce_window, paint)
 
 
 def test_parameter_counts_match_official_cut():
@@ -122,3 +123,13 @@ def test_a_mark_outside_the_nce_window_no_longer_moves_the_features_inside_it():
         inside = [(a - b).abs().max() for a, b in zip(G.encode(crop_window(fake, window), (4, 16)),
                                                       G.encode(crop_window(marked, window), (4, 16)))]
     assert all(d > 1e-3 for d in whole) and all(d == 0 for d in inside)
+
+
+def test_paint_moves_a_fixed_corner_mark_off_the_picture():
+    x = torch.rand(2, 3, 64, 48) * 2 - 1
+    assert not torch.equal(paint(CornerMarker(), x, border=0), x)  # as G paints it: the mark is there
+    torch.testing.assert_close(paint(CornerMarker(), x), x, rtol=0, atol=0)  # painted in the border, cropped off
+    G = Generator(ngf=8, n_blocks=2)
+    for side in (64, 20, 8):  # the border shrinks to fit small images (reflect pads need less than the side)
+        z = torch.rand(1, 3, side, side) * 2 - 1
+        assert paint(G, z).shape == z.shape
