@@ -28,6 +28,8 @@ GENERATE_PARAMS = (
     ("top_up", "bool", True, "top up with flipped/cropped views when there are too few photos"),
     ("strict", "bool", False, "error instead of adjusting when the photo count is outside the range"),
     ("gen_size", "int", 256, "translate at this size (outputs are always 256x256)"),
+    ("border", "int", 16, "pixels of reflected border G paints and the zip leaves out: keeps the corner mark "
+     "long-trained generators paint off the picture (0: off)"),
     ("gen_batch", "int", 8, "images per generator batch"),
     ("device", "str", "auto", '"auto", "cpu" or "cuda"'),
     ("evaluate", "bool", True, "report MiFID/FID/KID of the zip against the Monet folder"),
@@ -135,7 +137,7 @@ with friendly_errors():
     zip_file = Path(zip_path or Path(run_dir) / "images.zip")
     result = generate.generate_zip(ckpt, photos, zip_file, weights=weights, min_count=min_count,
                                    max_count=max_count, top_up=top_up, strict=strict, gen_size=gen_size,
-                                   batch_size=gen_batch, device=device)
+                                   batch_size=gen_batch, device=device, border=border)
 result"""),
         _code("show(generate.preview_pairs(zip_file, photos))  # photo | painting\n"
               "generate.diversity(zip_file, photos)"),
