@@ -7,7 +7,8 @@ On central image_size crops of photos resized to load_size (the training unit), 
 they are ("marked") and with their top 1/16 rows and left 7/64 columns replaced by the mirrored pixels
 next to them ("cleaned"), then:
 - `chroma`: mean max-min of RGB (0-255) in the top-left corner's top and left strips, the bottom-right
-  corner's bottom and right strips, and the centre: the mark reads 3-4x the rest;
+  corner's bottom and right strips, and the centre: the mark reads 3-4x the rest; also for the outputs as
+  cutlib.generate paints them (`painted`: the photo reflect-padded, the border cropped off);
 - `d_realness`: each trained discriminator's mean logit (no DiffAugment), marked vs cleaned: higher
   means more real, so a D that scores the mark higher pays G for it;
 - `nce`: per PatchNCE tap, the cross-entropy of the output's patches against the photo's (the training
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cutlib.data import list_images  # noqa: E402
+from cutlib.nets import paint  # noqa: E402
 from spectrum import checkpoint_steps, load_trained, training_crops  # noqa: E402
 
 ROWS, COLS = 1 / 16, 7 / 64  # the mark's extent at 128 px: 8 rows, 14 columns
@@ -103,6 +105,7 @@ def mark_effects(ckpt_path: Path, photo_files: list[Path]) -> dict:
             ce = per_patch_nce(q, k, cfg.nce_t)
             out["nce"][tag][f"tap{t}"] = {"corner": round(ce[:, :inside].mean().item(), 4),
                                           "rest": round(ce[:, inside:].mean().item(), 4)}
+    out["chroma"]["painted"] = corner_chroma(paint(G, photos))  # as cutlib.generate paints: the border cropped off
     return out
 
 

@@ -206,6 +206,7 @@ def test_corner_mark_measures_what_pays_g_for_a_mark(tiny_cfg, capsys):
     corner_mark.main([cfg.out_dir, "--photos", str(Path(cfg.data) / "photo_jpg"), "--n", "2"])
     out = json.loads(capsys.readouterr().out)["run@2"]
     assert set(out["d_realness"]["marked"]) == {"patch", "projected"}
+    assert set(out["chroma"]) == {"marked", "cleaned", "painted"}
     for tag in ("marked", "cleaned"):
         assert [f"tap{t}" for t in cfg.nce_layers] == list(out["nce"][tag])
         assert all(0 < v["corner"] < 50 and 0 < v["rest"] < 50 for v in out["nce"][tag].values())
