@@ -8,7 +8,7 @@ they are ("marked") and with their top 1/16 rows and left 7/64 columns replaced 
 next to them ("cleaned"), then:
 - `chroma`: mean max-min of RGB (0-255) in the top-left corner's top and left strips, the bottom-right
   corner's bottom and right strips, and the centre: the mark reads 3-4x the rest; also for the outputs as
-  cutlib.generate paints them (`painted`: the photo reflect-padded, the border cropped off);
+  cutlib.generate paints them (`painted`: reflected pixels above and left, cropped off);
 - `d_realness`: each trained discriminator's mean logit (no DiffAugment), marked vs cleaned: higher
   means more real, so a D that scores the mark higher pays G for it;
 - `nce`: per PatchNCE tap, the cross-entropy of the output's patches against the photo's (the training

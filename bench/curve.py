@@ -202,8 +202,8 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=None, help="output folder (default: curves/; --quick: a temp one)")
     ap.add_argument("--gen-size", type=int, default=256, help="apply G at this size (outputs are 256 px)")
     ap.add_argument("--border", type=int, default=PAINT_BORDER,
-                    help=f"G paints photos reflect-padded by this many pixels, as the zip does (default {PAINT_BORDER}; "
-                    f"0: as G paints them, the curves before 2026-12-06)")
+                    help=f"G paints photos with this many reflected pixels above and left, as the zip does "
+                    f"(default {PAINT_BORDER}; 0: as G paints them, the curves before 2026-12-06)")
     ap.add_argument("--fid-weights", default="", help="FID TorchScript (.pt, or the fp16 .pt.xz copy)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="G's autocast")

@@ -117,7 +117,7 @@ def translate_files(G: torch.nn.Module, jobs, gen_size: int = 256, out_size: int
                     device="cpu", amp_dtype=None, num_workers: int = 0, progress: bool = False,
                     limit: int | None = None, border: int = PAINT_BORDER):
     """Yield (job_index, uint8 HxWx3 at out_size) for decodable jobs, in order, at most `limit` of them;
-    G paints each photo reflect-padded by `border` pixels (cutlib.nets.paint; 0: as G paints it)."""
+    G paints each photo with `border` reflected pixels above and to the left (cutlib.nets.paint; 0: off)."""
     from tqdm.auto import tqdm
 
     from .progress import redraw
@@ -353,8 +353,9 @@ def parser(prog: str = "python -m cutlib.generate") -> argparse.ArgumentParser:
     ap.add_argument("--gen-size", type=int, help=f"translate at this size (outputs are 256x256; default 256, "
                     f"{DEMO_GEN_SIZE} with --data demo)")
     ap.add_argument("--border", type=int, default=PAINT_BORDER,
-                    help=f"translate each photo reflect-padded by this many pixels, then crop them off: keeps the "
-                    f"corner mark long-trained generators paint off the picture (default {PAINT_BORDER}; 0: off)")
+                    help=f"translate each photo with this many reflected pixels above and to the left, then crop "
+                    f"them off: keeps the corner mark long-trained generators paint off the picture (default "
+                    f"{PAINT_BORDER}; 0: off)")
     ap.add_argument("--batch", type=int, default=8, help="images per generator batch")
     ap.add_argument("--workers", type=int, default=2, help="JPEG decoding processes")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
