@@ -43,8 +43,8 @@ def main():
     files = files[: a.limit] if a.limit else files
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    for i, img in translate_files(G, [(f, "") for f in files], a.size, 256, 8, a.device,
-                                   border=0):
+    # border 0: the official generator's outputs as its own test.py paints them
+    for i, img in translate_files(G, [(f, "") for f in files], a.size, 256, 8, a.device, border=0):
         Image.fromarray(img).save(out / f"{files[i].stem}.png")
     print(f"wrote {len(files)} images to {out}")
 
