@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from conftest import CornerMarker
 
 from cutlib.checkpoint import CheckpointError, save_checkpoint
 from cutlib.generate import (ZipValidationError, generate_zip, load_generator, plan_jobs, resolve_checkpoint,
-                             validate_zip, write_zip)
+                             translate_files, validate_zip, write_zip)
 from cutlib.model import CUTModel
 
 
@@ -127,9 +128,6 @@ def test_killed_generation_leaves_only_a_temp_that_the_next_run_cleans(tmp_path)
 
 
 def test_translated_photos_keep_a_corner_mark_off_the_picture(demo_root):
-    from cutlib.generate import translate_files
-    from conftest import CornerMarker
-
     jobs = [(p, "") for p in sorted((demo_root / "photo_jpg").iterdir())[:3]]
     photos = [img for _, img in translate_files(torch.nn.Identity(), jobs, 64, 64)]
     painted = [img for _, img in translate_files(CornerMarker(), jobs, 64, 64)]
