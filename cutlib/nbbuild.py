@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import TrainConfig, field_help
+from .nets import PAINT_BORDER
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -28,7 +29,7 @@ GENERATE_PARAMS = (
     ("top_up", "bool", True, "top up with flipped/cropped views when there are too few photos"),
     ("strict", "bool", False, "error instead of adjusting when the photo count is outside the range"),
     ("gen_size", "int", 256, "translate at this size (outputs are always 256x256)"),
-    ("border", "int", 16, "pixels of reflected border G paints and the zip leaves out: keeps the corner mark "
+    ("border", "int", PAINT_BORDER, "pixels of reflected border G paints and the zip leaves out: keeps the corner mark "
      "long-trained generators paint off the picture (0: off)"),
     ("gen_batch", "int", 8, "images per generator batch"),
     ("device", "str", "auto", '"auto", "cpu" or "cuda"'),
