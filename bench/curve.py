@@ -4,7 +4,7 @@ compared at equal steps. Runs trained anywhere (CPU, a GPU call, a Kaggle output
 a folder with ckpt/step_*.pt.
 
     python bench/curve.py --photos HELD_OUT/ --paintings monet_jpg/ --out curves/ RUN_DIR [RUN_DIR ...]
-        [--steps 1000,2000,3000 | --steps all] [--gen-size 256] [--border 16] [--fid-weights FILE]
+        [--steps 1000,2000,3000 | --steps all] [--gen-size 256] [--border 16] [--shifts 1] [--fid-weights FILE]
     python bench/curve.py --quick     # CI-sized: trains a 2-checkpoint demo run, scores it
 
 Writes <out>/curve.json (also printed as one JSON line), curve.md (the table, also on stderr), curve.png
@@ -41,7 +41,7 @@ from cutlib.data import eval_image, list_images, load_rgb  # noqa: E402
 from cutlib.generate import load_generator, translate_files  # noqa: E402
 from cutlib.metrics import InceptionFeatures, default_cache_dir  # noqa: E402
 from cutlib.model import resolve_amp  # noqa: E402
-from cutlib.nets import PAINT_BORDER, paint  # noqa: E402
+from cutlib.nets import PAINT_BORDER, PAINT_PHASES, paint  # noqa: E402
 from cutlib.swd import swd  # noqa: E402
 from cutlib.viz import save_pairs_grid  # noqa: E402
 
@@ -80,17 +80,18 @@ def baselines(photos: list[Path], monets: list[Path], extractor, wkey: str, cach
 
 
 def score_checkpoint(path: Path, photos, grid_src, real, extractor, gen_size: int, device: str, amp: str,
-                     grid_file: Path, border: int = PAINT_BORDER) -> dict:
+                     grid_file: Path, border: int = PAINT_BORDER, shifts: int = 1) -> dict:
     t0 = time.time()
     G, info = load_generator(path, "ema", device)
     dtype = resolve_amp(amp, torch.device(device))
     images = [img for _, img in translate_files(G, [(p, "") for p in photos], gen_size, 256, 8, device, dtype,
-                                                border=border)]
+                                                border=border, shifts=shifts)]
     s = scored(measured(images, extractor), real)
     with torch.no_grad(), torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
-        fakes = paint(G, grid_src.to(device), border).float().cpu()
+        fakes = paint(G, grid_src.to(device), border, shifts).float().cpu()
     save_pairs_grid(grid_src, fakes, grid_file)
     return {**plain(s), "step": info["step"], "train_size": info["image_size"], "gen_size": gen_size, "border": border,
+            "shifts": shifts,
             "amp": str(dtype).replace("torch.", "") if dtype else "off", "grid": str(grid_file),
             "score_seconds": round(time.time() - t0, 1)}
 
@@ -204,6 +205,8 @@ def main(argv=None):
     ap.add_argument("--border", type=int, default=PAINT_BORDER,
                     help=f"G paints photos with this many reflected pixels above and left, as the zip does "
                     f"(default {PAINT_BORDER}; 0: as G paints them, the curves before 2026-12-06)")
+    ap.add_argument("--shifts", type=int, default=1, choices=sorted(PAINT_PHASES),
+                    help="the mean of this many paints at the phases of G's 4-px grid (cutlib.nets.paint; default 1)")
     ap.add_argument("--fid-weights", default="", help="FID TorchScript (.pt, or the fp16 .pt.xz copy)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="G's autocast")
@@ -237,10 +240,12 @@ def main(argv=None):
         for step, path in checkpoints(run, wanted).items():
             key = f"{path.resolve()}:{path.stat().st_mtime_ns}:{a.gen_size}:{a.amp}:{wkey}:{len(photos)}"
             key += f":border{a.border}" if a.border else ""  # border 0 keeps the keys of earlier scores
+            key += f":shifts{a.shifts}" if a.shifts > 1 else ""
             if cache_keys.get(f"{name}/{step}") == key and str(step) in points:
                 continue
             points[str(step)] = score_checkpoint(path, photos, grid_src, real, extractor, a.gen_size, device,
-                                                 a.amp, a.out / "grids" / f"{name}_step_{step:07d}.png", a.border)
+                                                 a.amp, a.out / "grids" / f"{name}_step_{step:07d}.png", a.border,
+                                                 a.shifts)
             cache_keys[f"{name}/{step}"] = key
             print(f"curve: {name} step {step}: FID {points[str(step)]['fid']} SWD "
                   f"{points[str(step)]['swd_levels']}", file=sys.stderr)

@@ -3,7 +3,7 @@ mean power spectrum, invisible to FID tables and easy to miss in a downscaled gr
 
     python bench/spectrum.py grad --photos DIR [--size 128] [--n 32]       # what each D teaches G at init
     python bench/spectrum.py grad RUN_DIR --photos DIR --steps 2000 [--n 32]   # ... once trained
-    python bench/spectrum.py outputs RUN_DIR --photos DIR [--steps 1000,2000] [--n 64]   # what G paints
+    python bench/spectrum.py outputs RUN_DIR --photos DIR [--steps 1000,2000] [--n 64] [--shifts 1,4,8]  # what G paints
     python bench/spectrum.py taps --photos DIR [--n 8] [--push-size 1024]   # which backbone strides must blur
     python bench/spectrum.py sees --photos DIR [--n 8]                      # which lattices the backbone sees
 
@@ -21,7 +21,8 @@ spectrum and the step's at those frequencies over all images (+1: grows it, -1: 
 to it), and `step_power`, the step's mean power there, to say whose push is the stronger (`step_rms`:
 the whole step's size, per pixel; `edges`: its size along each border over its size inside).
 `outputs`: the same measure on the EMA generator's outputs (256 px) for held-out photos, beside the
-photos themselves.
+photos themselves; with `--shifts`, also on the mean of that many paints over the phases of G's 4-px
+grid (cutlib.nets.paint), which cancels a lattice locked to that grid.
 `taps`: which of the projected D's frozen EfficientNet stride-2 convs must blur for each of its four
 tapped maps (strides 4, 8, 16, 32) to send G a gradient without a lattice. For the plain backbone and
 with its first k stride-2 convs blurred (k = 1..5, the stem first; k = 5 is `backbone_antialias`), per
@@ -33,7 +34,7 @@ blurring costs in features.
 The measure, `peak_ratio`: the mean power spectrum (per-image mean removed, Hann window, colour channels
 averaged) divided by its radial median (the median power of all frequencies at the same distance from
 zero), so a smooth 1/f falloff reads ~1 everywhere and a lattice peak stands out; reported at the period-2,
-period-4 and period-8 lattice frequencies and as the maximum over the whole plane above a quarter of Nyquist.
+period-4 and period-8 lattice frequencies (p4_anti: the period-4 anti-diagonal) and as the maximum over the whole plane above a quarter of Nyquist.
 Prints one JSON line.
 """
 from __future__ import annotations
@@ -56,11 +57,12 @@ from cutlib.data import eval_image, list_images  # noqa: E402
 from cutlib.discriminators import adversarial_weights  # noqa: E402
 from cutlib.generate import load_generator  # noqa: E402
 from cutlib.model import build_networks  # noqa: E402
+from cutlib.nets import paint  # noqa: E402
 from cutlib.projection import _strided, frozen_lite0  # noqa: E402
 
 # lattice frequencies in cycles per pixel (fy, fx): where grids of period 2, 4 and 8 px put their energy
 LATTICE = {"p2": [(0.5, 0.0), (0.0, 0.5), (0.5, 0.5)], "p4": [(0.25, 0.0), (0.0, 0.25), (0.25, 0.25)],
-           "p8": [(0.125, 0.0), (0.0, 0.125), (0.125, 0.125)]}
+           "p8": [(0.125, 0.0), (0.0, 0.125), (0.125, 0.125)], "p4_anti": [(0.25, -0.25)]}
 
 
 def spectra(images: torch.Tensor) -> torch.Tensor:
@@ -263,6 +265,8 @@ def main(argv=None) -> int:
     p.add_argument("--push-size", type=int, default=1024, help="taps: the flat image's size (the stride-32 "
                    "map's receptive field must leave its centre free of border effects)")
     p.add_argument("--steps", default="", help="outputs, grad with runs: comma-separated checkpoint steps (default: the last)")
+    p.add_argument("--shifts", default="1", help="outputs: comma-separated paints per photo averaged over the "
+                   "phases of G's grid (cutlib.nets.paint), each scored as run@step/shiftsN")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="grad: config overrides, e.g. --set discriminator=patch+projected")
     a = p.parse_args(argv)
@@ -289,9 +293,10 @@ def main(argv=None) -> int:
         for run in a.runs:
             for step in checkpoint_steps(run, a.steps):
                 G, _ = load_generator(run / "ckpt" / f"step_{step:07d}.pt")
-                with torch.no_grad():
-                    out = torch.cat([G(x) for x in photos.split(8)])
-                result[f"{run.name}@{step}"] = peak_ratios(mean_power(out))
+                for shifts in map(int, a.shifts.split(",")):
+                    with torch.no_grad():
+                        out = torch.cat([paint(G, x, border=0, shifts=shifts) for x in photos.split(8)])
+                    result[f"{run.name}@{step}" + (f"/shifts{shifts}" if shifts > 1 else "")] = peak_ratios(mean_power(out))
     print(json.dumps(result))
     return 0
 

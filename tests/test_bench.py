@@ -210,3 +210,17 @@ def test_corner_mark_measures_what_pays_g_for_a_mark(tiny_cfg, capsys):
     for tag in ("marked", "cleaned"):
         assert [f"tap{t}" for t in cfg.nce_layers] == list(out["nce"][tag])
         assert all(0 < v["corner"] < 50 and 0 < v["rest"] < 50 for v in out["nce"][tag].values())
+
+
+def test_spectrum_measures_outputs_painted_over_the_generators_phases(tiny_cfg, capsys):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import spectrum
+    from cutlib.train import train
+
+    cfg = tiny_cfg(steps=2, ckpt_every=2, sample_every=0)
+    train(cfg, progress=False)
+    spectrum.main(["outputs", cfg.out_dir, "--photos", str(Path(cfg.data) / "photo_jpg"), "--n", "2", "--shifts", "1,4"])
+    out = json.loads(capsys.readouterr().out)
+    single, averaged = out["run@2"], out["run@2/shifts4"]
+    assert set(single) == {"p2", "p4", "p8", "p4_anti", "max", "max_at"}
+    assert single != averaged  # four paints at other phases, not the single one again

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import CornerMarker
+from conftest import CornerMarker, LatticeMaker
 
 from cutlib.config import TrainConfig
 from cutlib.discriminators import PatchDiscriminator
@@ -123,6 +123,21 @@ def test_a_mark_outside_the_nce_window_no_longer_moves_the_features_inside_it():
         inside = [(a - b).abs().max() for a, b in zip(G.encode(crop_window(fake, window), (4, 16)),
                                                       G.encode(crop_window(marked, window), (4, 16)))]
     assert all(d > 1e-3 for d in whole) and all(d == 0 for d in inside)
+
+
+def test_paint_over_phases_cancels_a_lattice_locked_to_the_generators_grid():
+    x = torch.rand(2, 3, 64, 48) * 2 - 1
+    assert (paint(LatticeMaker(), x) - x).abs().mean() > 0.05  # one paint: the lattice is there
+    torch.testing.assert_close(paint(LatticeMaker(), x, shifts=4), x, rtol=0, atol=1e-5)
+    diagonal = LatticeMaker(diagonal=True)
+    assert (paint(diagonal, x, shifts=4) - x).abs().mean() > 0.03  # the diagonal phases keep diagonal lines
+    torch.testing.assert_close(paint(diagonal, x, shifts=8), x, rtol=0, atol=1e-5)
+    for h, w in ((8, 8), (13, 21), (64, 64)):  # every phase's crop lands on the picture, whatever its size
+        z = torch.rand(1, 3, h, w)
+        for shifts in (4, 8, 16):
+            torch.testing.assert_close(paint(torch.nn.Identity(), z, border=16, shifts=shifts), z, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="shifts=3"):
+        paint(torch.nn.Identity(), x, shifts=3)
 
 
 def test_paint_moves_a_fixed_corner_mark_off_the_picture():
