@@ -20,7 +20,7 @@ from .config import TrainConfig, data_folders
 from .data import DEMO_PHOTOS, list_images, load_rgb, resize_square, to_tensor, to_uint8, to_uint8_chw
 from .jobs import JobFailed, JobParser, require_positive, run_job
 from .model import resolve_amp
-from .nets import PAINT_BORDER, PAINT_PHASES, build_generator, paint
+from .nets import PAINT_BORDER, build_generator, paint
 
 SUBMISSION_MIN, SUBMISSION_MAX = 7_000, 10_000
 # The demo has 200 photos, so Kaggle's window is scaled to them; params/demo.yaml uses the same window and
@@ -118,7 +118,7 @@ def translate_files(G: torch.nn.Module, jobs, gen_size: int = 256, out_size: int
                     limit: int | None = None, border: int = PAINT_BORDER, shifts: int = 1):
     """Yield (job_index, uint8 HxWx3 at out_size) for decodable jobs, in order, at most `limit` of them;
     G paints each photo with `border` reflected pixels above and to the left (cutlib.nets.paint; 0: off),
-    as the mean of `shifts` paints (1, 4, 8 or 16) when asked."""
+    as the mean of `shifts` paints (1, 4, 8 or 16) when asked (a diagnostic: bench/README.md)."""
     from tqdm.auto import tqdm
 
     from .progress import redraw
@@ -233,7 +233,7 @@ def generate_zip(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, zi
                  weights: str = "ema", min_count: int = SUBMISSION_MIN, max_count: int = SUBMISSION_MAX,
                  top_up: bool = True, strict: bool = False, gen_size: int = 256, batch_size: int = 8,
                  device: str = "auto", num_workers: int = 2, progress: bool = True,
-                 border: int = PAINT_BORDER, shifts: int = 1) -> dict:
+                 border: int = PAINT_BORDER) -> dict:
     """Checkpoint + photo folder -> a validated images.zip. Returns counts, the weights used and timings."""
     import time
 
@@ -249,7 +249,7 @@ def generate_zip(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, zi
               file=sys.stderr)
     amp = resolve_amp("auto", dev)  # bf16 where the GPU or CPU has it natively, fp16 on a T4 or P100, else fp32
     translated = translate_files(G, candidates, gen_size, 256, batch_size, dev, amp, num_workers, progress,
-                                 limit=target, border=border, shifts=shifts)
+                                 limit=target, border=border)
     stream = ((entry_name(candidates[i]), img) for i, img in translated)
     written = write_zip(stream, zip_path)
     report = validate_zip(zip_path, min(min_count, target), max_count)
@@ -260,7 +260,7 @@ def generate_zip(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, zi
 def translate_folder(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, out_dir: str | os.PathLike,
                      weights: str = "ema", gen_size: int = 256, out_size: int = 256, batch_size: int = 8,
                      device: str = "auto", num_workers: int = 2, progress: bool = True,
-                     border: int = PAINT_BORDER, shifts: int = 1) -> dict:
+                     border: int = PAINT_BORDER) -> dict:
     """Every photo of a folder through the generator, as <out_dir>/<photo name>.png (out_size square),
     each written atomically: a stopped run leaves finished PNGs and no partial one."""
     import time
@@ -279,7 +279,7 @@ def translate_folder(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike
     jobs = [(p, "") for p in files]
     written = 0
     for i, img in translate_files(G, jobs, gen_size, out_size, batch_size, dev, resolve_amp("auto", dev),
-                                  num_workers, progress, border=border, shifts=shifts):
+                                  num_workers, progress, border=border):
         atomic_write(out / f"{files[i].stem}.png", lambda tmp: Path(tmp).write_bytes(png_bytes(img)))
         written += 1
     return {"out_dir": str(out), "count": written, "photos": len(files), "skipped": len(files) - written,
@@ -357,10 +357,6 @@ def parser(prog: str = "python -m cutlib.generate") -> argparse.ArgumentParser:
                     help=f"translate each photo with this many reflected pixels above and to the left, then crop "
                     f"them off: keeps the corner mark long-trained generators paint off the picture (default "
                     f"{PAINT_BORDER}; 0: off)")
-    ap.add_argument("--shifts", type=int, default=1, choices=sorted(PAINT_PHASES),
-                    help="paint each photo this many times at the phases of G's 4-px grid and average: cancels the "
-                    "fine grid long-trained generators paint (4: lines along rows and columns; 8: diagonal ones "
-                    "too), at that many times the compute (default 1)")
     ap.add_argument("--batch", type=int, default=8, help="images per generator batch")
     ap.add_argument("--workers", type=int, default=2, help="JPEG decoding processes")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -394,8 +390,7 @@ def main(argv=None, prog: str = "python -m cutlib.generate") -> int:
         photos = Path(a.photos) if a.photos else data_folders(a.data)[0]
         ckpt = resolve_checkpoint(a.checkpoint, a.run_dir or None)
         common = dict(weights=a.weights, gen_size=a.gen_size, batch_size=a.batch, device=a.device,
-                      num_workers=a.workers, progress=sys.stderr.isatty(), border=a.border,
-                      shifts=a.shifts)
+                      num_workers=a.workers, progress=sys.stderr.isatty(), border=a.border)
         if a.out:
             return translate_folder(ckpt, photos, a.out, **common)
         zip_file = Path(a.zip) if a.zip else Path(a.run_dir) / "images.zip"

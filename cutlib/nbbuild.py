@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import TrainConfig, field_help
-from .nets import PAINT_BORDER, PAINT_PHASES
+from .nets import PAINT_BORDER
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -31,8 +31,6 @@ GENERATE_PARAMS = (
     ("gen_size", "int", 256, "translate at this size (outputs are always 256x256)"),
     ("border", "int", PAINT_BORDER, "pixels of reflected border G paints and the zip leaves out: keeps the corner mark "
      "long-trained generators paint off the picture (0: off)"),
-    ("shifts", "int", 1, f"paints per photo at the phases of G's 4-px grid, averaged: cancels the fine grid "
-     f"long-trained generators paint, at that many times the compute ({', '.join(map(str, PAINT_PHASES))})"),
     ("gen_batch", "int", 8, "images per generator batch"),
     ("device", "str", "auto", '"auto", "cpu" or "cuda"'),
     ("evaluate", "bool", True, "report MiFID/FID/KID of the zip against the Monet folder"),
@@ -140,8 +138,7 @@ with friendly_errors():
     zip_file = Path(zip_path or Path(run_dir) / "images.zip")
     result = generate.generate_zip(ckpt, photos, zip_file, weights=weights, min_count=min_count,
                                    max_count=max_count, top_up=top_up, strict=strict, gen_size=gen_size,
-                                   batch_size=gen_batch, device=device, border=border,
-                                   shifts=shifts)
+                                   batch_size=gen_batch, device=device, border=border)
 result"""),
         _code("show(generate.preview_pairs(zip_file, photos))  # photo | painting\n"
               "generate.diversity(zip_file, photos)"),
