@@ -34,7 +34,8 @@ blurring costs in features.
 The measure, `peak_ratio`: the mean power spectrum (per-image mean removed, Hann window, colour channels
 averaged) divided by its radial median (the median power of all frequencies at the same distance from
 zero), so a smooth 1/f falloff reads ~1 everywhere and a lattice peak stands out; reported at the period-2,
-period-4 and period-8 lattice frequencies (p4_anti: the period-4 anti-diagonal) and as the maximum over the whole plane above a quarter of Nyquist.
+period-4 and period-8 lattice frequencies (p4_anti: the period-4 anti-diagonal) and as the maximum over
+the whole plane above a quarter of Nyquist.
 Prints one JSON line.
 """
 from __future__ import annotations
@@ -296,7 +297,8 @@ def main(argv=None) -> int:
                 for shifts in map(int, a.shifts.split(",")):
                     with torch.no_grad():
                         out = torch.cat([paint(G, x, border=0, shifts=shifts) for x in photos.split(8)])
-                    result[f"{run.name}@{step}" + (f"/shifts{shifts}" if shifts > 1 else "")] = peak_ratios(mean_power(out))
+                    key = f"{run.name}@{step}" + (f"/shifts{shifts}" if shifts > 1 else "")
+                    result[key] = peak_ratios(mean_power(out))
     print(json.dumps(result))
     return 0
 

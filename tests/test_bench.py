@@ -219,7 +219,8 @@ def test_spectrum_measures_outputs_painted_over_the_generators_phases(tiny_cfg, 
 
     cfg = tiny_cfg(steps=2, ckpt_every=2, sample_every=0)
     train(cfg, progress=False)
-    spectrum.main(["outputs", cfg.out_dir, "--photos", str(Path(cfg.data) / "photo_jpg"), "--n", "2", "--shifts", "1,4"])
+    spectrum.main(["outputs", cfg.out_dir, "--photos", str(Path(cfg.data) / "photo_jpg"), "--n", "2",
+                   "--shifts", "1,4"])
     out = json.loads(capsys.readouterr().out)
     single, averaged = out["run@2"], out["run@2/shifts4"]
     assert set(single) == {"p2", "p4", "p8", "p4_anti", "max", "max_at"}
