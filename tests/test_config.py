@@ -1,8 +1,11 @@
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from cutlib.config import ConfigError, TrainConfig, field_help
+
+PARAMS = Path(__file__).resolve().parent.parent / "params"
 
 
 def test_defaults_are_the_baseline_recipe():
@@ -67,3 +70,15 @@ def test_on_and_off_read_as_yaml_booleans_are_the_words_again():
     assert cfg.amp == "off" and cfg.cuda_graph == "on"
     with pytest.raises(ConfigError, match="amp='on'"):
         parse_cli(["--amp", "yes"])  # a boolean that is no accepted word is still named
+
+
+def test_the_cpu_recipe_is_the_default_at_cpu_scale_ending_annealed_on_its_time_budget():
+    """params/cpu.yaml is params/baseline.yaml's recipe, not a third one: only the scale and schedule differ, so
+    a change of the default that forgets the CPU recipe fails here."""
+    scale = {"data", "image_size", "steps", "lr_schedule", "time_budget_hours", "identity_warmup", "device",
+             "num_workers", "log_every", "sample_every", "ckpt_every", "keep_ckpts", "eval_every", "out_dir"}
+    base, cpu = (dataclasses.asdict(TrainConfig.load(PARAMS / f)) for f in ("baseline.yaml", "cpu.yaml"))
+    assert {k: v for k, v in cpu.items() if k not in scale} == {k: v for k, v in base.items() if k not in scale}
+    # the budget ends the run, not the steps, and the lr has decayed to 0 by then
+    assert cpu["lr_schedule"] == "time" and 0 < cpu["time_budget_hours"] <= 2.5 and cpu["steps"] >= 50_000
+    assert (cpu["image_size"], cpu["num_workers"], cpu["eval_every"]) == (128, 0, 0)
