@@ -21,6 +21,7 @@ from .data import DEMO_PHOTOS, list_images, load_rgb, resize_square, to_tensor, 
 from .jobs import JobFailed, JobParser, require_positive, run_job
 from .model import resolve_amp
 from .nets import PAINT_BORDER, build_generator, paint
+from .stopping import release_held_signals, signals_held
 
 SUBMISSION_MIN, SUBMISSION_MAX = 7_000, 10_000
 # The demo has 200 photos, so Kaggle's window is scaled to them; params/demo.yaml uses the same window and
@@ -126,10 +127,13 @@ def translate_files(G: torch.nn.Module, jobs, gen_size: int = 256, out_size: int
     device = torch.device(device)
     limit = len(jobs) if limit is None else limit
     loader = torch.utils.data.DataLoader(_Decoded(jobs, gen_size), batch_size=batch_size,
-                                         num_workers=num_workers, pin_memory=device.type == "cuda")
+                                         num_workers=num_workers, pin_memory=device.type == "cuda",
+                                         worker_init_fn=release_held_signals if num_workers else None)
+    with signals_held():  # a stop as the workers fork would hang the job or orphan a worker
+        batches = iter(loader)
     done = 0
     with tqdm(total=limit, disable=not progress, desc="translate", dynamic_ncols=True, **redraw()) as bar:
-        for x, idx in loader:
+        for x, idx in batches:
             with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                                                  enabled=amp_dtype is not None):
                 y = paint(G, x.to(device, non_blocking=True), border, shifts).float()

@@ -1,17 +1,21 @@
 """What the generate and evaluate commands share (`python -m cutlib.generate|evaluate`, and `cutlib JOB`
 through `cutlib.cli`; training has its own parser, a flag per config field): a parser whose usage errors
 name the command and exit 2, and a runner that prints the job's result as one JSON line and turns errors
-into exit statuses (2: bad input, named; 1: the job failed). It imports no other cutlib module but the
-error types, so each job's module can hold its own command line without a circle through `cli`."""
+into exit statuses (2: bad input, named; 1: the job failed; 128 + the signal's number when stopped by
+SIGTERM or Ctrl-C, its temp file removed). It imports no other cutlib module but the error types and the
+stop conventions, so each job's module can hold its own command line without a circle through `cli`."""
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 
 from .checkpoint import CheckpointError
 from .config import ConfigError
 from .data import DataError
+from .stopping import STOP_SIGNALS, exit_status, signal_name
 
 USAGE_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError, ValueError)
 
@@ -33,13 +37,41 @@ def require_positive(ap: argparse.ArgumentParser, args: argparse.Namespace, *nam
             ap.error(f"--{name} must be >= 1, not {value}")
 
 
+class JobStopped(KeyboardInterrupt):
+    """SIGTERM (a spot VM's notice, a scheduler, Kaggle's limit) raised in the job as Ctrl-C raises
+    KeyboardInterrupt: the temp file being written unwinds away (`atomic_write`) instead of staying behind
+    a process the signal's default action ends on the spot."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal_name(signum))
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+    for s in STOP_SIGNALS:  # a second stop while unwinding acts as Python's defaults do
+        signal.signal(s, signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
+    raise JobStopped(signum)
+
+
 def run_job(job) -> int:
+    # A job's output is one file written whole at the end (a zip, a cache), so a stop means starting over:
+    # unlike training there is no step to finish first. Forks hold the signal (cutlib.stopping.signals_held).
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, _raise_stopped) for s in STOP_SIGNALS} if in_main else {}
     try:
         print(json.dumps(job(), default=str))
         return 0
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"stopped ({signal_name(signum)}): no partial file was left under a final name; run the same "
+              f"command again to start over", file=sys.stderr)
+        return exit_status(signum)
     except JobFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except USAGE_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from contextlib import contextmanager
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Ctrl-C in a terminal reaches torchrun and every rank, and torchrun forwards it to the ranks once more:
@@ -97,3 +98,25 @@ class StopRequest:
     @property
     def requested(self) -> bool:
         return self.signum is not None
+
+
+@contextmanager
+def signals_held(signals=STOP_SIGNALS):
+    """Keep stop signals pending in this thread while the body runs, for forks. An exception a handler
+    raises inside os.fork's hooks is swallowed (logging's hook then keeps its lock: threads that log or
+    import wait for ever), and a worker forked just before its parent dies never sees it die (torch's
+    watchdog takes the reaper for its parent). Children inherit the mask: `release_held_signals` in them."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no fork, no mask
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def release_held_signals(*_) -> None:
+    """A worker_init_fn for DataLoaders started under `signals_held`."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

@@ -3,17 +3,22 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from PIL import Image
 
+from cutlib.checkpoint import save_checkpoint
 from cutlib.data import DEMO_PHOTOS
 from cutlib.generate import DEMO_GEN_SIZE, DEMO_WINDOW
+from cutlib.model import CUTModel
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,3 +129,30 @@ def test_generate_out_translates_a_folder_keeping_names(readme_run, demo_root, t
     for name in out:
         with Image.open(tmp_path / "painted" / name) as im:
             assert im.format == "PNG" and im.size == (256, 256) and im.mode == "RGB"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_generation_exits_by_its_signal_leaving_no_zip_and_no_temp(signum, tiny_cfg, demo_root, tmp_path):
+    """A spot VM's SIGTERM or a Ctrl-C as the zip starts, while the DataLoader forks its workers: SIGTERM's
+    default action left the temp zip behind, and an exception raised there could hang the PNG threads."""
+    ckpt = save_checkpoint(CUTModel(tiny_cfg()).state_dict(), tmp_path / "ckpt.pt")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    demo = sorted((demo_root / "photo_jpg").iterdir())
+    for i in range(3000):  # many names, few files: enough PNGs that the stop lands mid-zip
+        (photos / f"{i:05d}.jpg").symlink_to(demo[i % len(demo)])
+    zip_path = tmp_path / "out" / "images.zip"
+    p = subprocess.Popen([sys.executable, "-m", "cutlib.cli", "generate", "--checkpoint", str(ckpt),
+                          "--photos", str(photos), "--zip", str(zip_path), "--gen-size", "32", "--min-count", "1",
+                          "--device", "cpu"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not list(zip_path.parent.glob(".images.zip.*.tmp")) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert p.poll() is None, p.communicate()
+    p.send_signal(signum)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + signum, err[-2000:]
+    assert f"stopped ({signal.Signals(signum).name})" in err and out == ""
+    assert list(zip_path.parent.iterdir()) == []
+    assert torch.load(ckpt, weights_only=True)  # the input is untouched
