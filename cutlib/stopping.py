@@ -101,7 +101,7 @@ class StopRequest:
 
 
 @contextmanager
-def signals_held(signals=STOP_SIGNALS):
+def signals_held():
     """Keep stop signals pending in this thread while the body runs, for forks. An exception a handler
     raises inside os.fork's hooks is swallowed (logging's hook then keeps its lock: threads that log or
     import wait for ever), and a worker forked just before its parent dies never sees it die (torch's
@@ -109,7 +109,7 @@ def signals_held(signals=STOP_SIGNALS):
     if not hasattr(signal, "pthread_sigmask"):  # Windows: no fork, no mask
         yield
         return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
