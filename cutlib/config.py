@@ -69,6 +69,7 @@ class TrainConfig:
     lambda_proj: float = 1.0  # the projected discriminator's adversarial weight, relative to the PatchGAN's
     lambda_style: float = 0.0  # texture loss: G's output's EfficientNet-Lite0 stride-4/8 statistics vs the step's painting's (0: off)
     style_stats: str = "gram"  # the texture loss's statistics: "gram" (Gram matrices) or "meanstd" (per-channel mean and std)
+    lambda_lattice: float = 0.0  # penalty on the RMS of a period-4 lattice (G's grid) in the fake beyond the photo's
     lambda_nce: float = 1.0  # PatchNCE weight (fastcut: 10)
     nce_idt: bool = True  # also apply NCE to (monet, G(monet)) and average (fastcut: False)
     nce_layers: tuple = (0, 4, 8, 12, 16)  # CUT tap indices (official numbering)
@@ -135,7 +136,8 @@ class TrainConfig:
                      "log_every", "ckpt_every", "r1_every", "eval_photos"):
             _at_least(self, name, 1)
         for name in ("num_workers", "n_blocks", "eval_every", "identity_warmup", "sample_every", "keep_ckpts",
-                     "lr", "lambda_gan", "lambda_proj", "lambda_style", "lambda_nce", "lambda_identity", "r1_weight", "grad_clip_g",
+                     "lr", "lambda_gan", "lambda_proj", "lambda_style", "lambda_lattice", "lambda_nce",
+                     "lambda_identity", "r1_weight", "grad_clip_g",
                      "grad_clip_d", "ema_halflife_kimg", "ema_rampup", "time_budget_hours"):
             _at_least(self, name, 0)
         if self.image_size % 4:

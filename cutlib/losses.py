@@ -97,3 +97,39 @@ def identity_weight(step: int, weight: float, warmup: int) -> float:
     if warmup <= 0:
         return 0.0
     return weight * max(0.0, 1.0 - step / warmup)
+
+
+def grid_frequencies(height: int, width: int, period: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices, in an rfft2 spectrum of a height x width image, of the frequencies k/period
+    cycles/px (k = 0..period-1) both ways: where a pattern repeating every `period` pixels has its power.
+    A stride-2 network with two down/upsamplings can paint such a lattice locked to its own pixel grid."""
+    if height % period or width % period:
+        raise ValueError(f"image size {height}x{width}: the lattice period {period} must divide both sides")
+    return torch.arange(0, height, height // period), torch.arange(0, width // 2 + 1, width // period)
+
+
+def lattice_excess(fake: torch.Tensor, source: torch.Tensor, period: int = 4) -> torch.Tensor:
+    """RMS, in pixel units, of the part of `fake` that repeats every `period` pixels beyond what its
+    `source` already carries there: per image and channel, the power at the lattice frequencies (DC
+    excluded) above the source's, summed (Parseval: the mean square of that periodic component), then
+    the root of the mean over the batch. Texture that follows the picture spreads over all frequencies
+    and costs next to nothing; a lattice locked to G's grid sits exactly on these frequencies and costs its
+    own amplitude, so the penalty's push on it does not fade as it grows, as a squared one would."""
+    with torch.autocast(fake.device.type, enabled=False):  # spectra of sums over H*W: fp32
+        h, w = fake.shape[-2:]
+        rows, cols = grid_frequencies(h, w, period)
+
+        def power(x):
+            spec = torch.fft.rfft2(x.float(), norm="ortho").abs().pow(2)
+            return spec[..., rows.to(x.device), :][..., cols.to(x.device)]
+
+        excess = F.relu(power(fake) - power(source.detach()))
+        # rfft2 keeps one of each conjugate pair of columns, so the inner ones count twice (the first
+        # column and an even side's Nyquist column have no twin); the mean colour is no lattice
+        weight = torch.full((len(rows), len(cols)), 2.0, device=fake.device)
+        weight[:, 0] = 1.0
+        if w // 2 % (w // period) == 0:
+            weight[:, -1] = 1.0
+        weight[0, 0] = 0.0
+        mean_square = (excess * weight).sum((-2, -1)) / (h * w)
+        return (mean_square.mean() + 1e-12).sqrt()

@@ -68,3 +68,48 @@ def test_identity_and_r1_and_warmup():
     logits = (3 * x).sum(dim=(1, 2, 3))  # d logits / dx = 3 everywhere -> |grad|^2 = 9 * 48
     assert losses.r1_penalty(logits, x).item() == pytest.approx(9 * 48)
     assert [losses.identity_weight(s, 0.1, 10) for s in (0, 5, 10, 20)] == pytest.approx([0.1, 0.05, 0, 0])
+
+
+def _lines(size: int, period: int, phase: int, axis: int) -> torch.Tensor:
+    wave = torch.cos(2 * math.pi * (torch.arange(size) + phase) / period)
+    return wave[:, None].expand(size, size) if axis == 0 else wave[None, :].expand(size, size)
+
+
+@pytest.mark.parametrize("period,phase,axis", [(4, 0, 0), (4, 1, 1), (2, 0, 0), (4, 3, 0)])
+def test_lattice_excess_reads_a_planted_lattice_in_pixel_units_and_nothing_else(period, phase, axis):
+    g = torch.Generator().manual_seed(0)
+    photo = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    lattice = 0.05 * _lines(64, period, phase, axis)
+    rms = float(lattice.square().mean().sqrt())
+    assert float(losses.lattice_excess(photo + lattice, photo)) == pytest.approx(rms, rel=0.1)
+    assert losses.lattice_excess(photo, photo) < 1e-4
+    # a lattice the photo carries already is not the fake's doing
+    assert losses.lattice_excess(photo + lattice, photo + lattice) < 1e-4
+    # a period off G's grid (5 px) and a brighter picture are not lattices
+    assert losses.lattice_excess(photo + 0.05 * _lines(64, 5, 0, axis), photo) < 0.2 * rms
+    assert losses.lattice_excess(photo + 0.3, photo) < 1e-4
+
+
+def test_descending_lattice_excess_removes_the_lattice_and_only_the_lattice():
+    g = torch.Generator().manual_seed(1)
+    photo = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
+    stroke = 0.1 * torch.randn(1, 3, 64, 64, generator=g)  # what G adds that follows the picture
+    lattice = 0.05 * (_lines(64, 4, 1, 0) + _lines(64, 2, 0, 1))
+    fake = (photo + stroke + lattice).requires_grad_(True)
+    opt = torch.optim.SGD([fake], lr=2.0)
+    for _ in range(300):
+        opt.zero_grad()
+        losses.lattice_excess(fake, photo).backward()
+        opt.step()
+    assert losses.lattice_excess(fake.detach(), photo) < 0.05 * losses.lattice_excess(photo + stroke + lattice, photo)
+    # the push lies on the lattice frequencies alone: the stroke's off-lattice part is untouched
+    rows, cols = losses.grid_frequencies(64, 64)
+    off = torch.ones(64, 33, dtype=torch.bool)
+    off[rows[:, None], cols[None, :]] = False
+    spec = lambda x: torch.fft.rfft2(x.detach())[..., off]  # noqa: E731
+    assert torch.allclose(spec(fake), spec(photo + stroke + lattice), atol=1e-3)
+
+
+def test_lattice_excess_names_a_size_its_period_does_not_divide():
+    with pytest.raises(ValueError, match="66x66"):
+        losses.lattice_excess(torch.zeros(1, 3, 66, 66), torch.zeros(1, 3, 66, 66))
