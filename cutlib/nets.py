@@ -22,13 +22,17 @@ def _binomial_kernel(taps: list[float]) -> torch.Tensor:
 
 
 class BlurDownsample(nn.Module):
-    """Anti-aliased 2x downsampling: reflect pad, [1,2,1]x[1,2,1] blur, stride 2 (Zhang 2019)."""
+    """Anti-aliased 2x downsampling: reflect pad, [1,2,1]x[1,2,1] blur, stride 2 (Zhang 2019).
 
-    def __init__(self, channels: int, pads: tuple[int, int, int, int] = (1, 1, 1, 1)):
+    With pads (1, 1, 1, 1) the [1,2,1] samples sit on the even pixels, half a pixel from where bilinear
+    upsampling puts them; taps [1,3,3,1] sample between pixels 2i and 2i+1, where it does."""
+
+    def __init__(self, channels: int, pads: tuple[int, int, int, int] = (1, 1, 1, 1),
+                 taps: tuple[float, ...] = (1, 2, 1)):
         super().__init__()
         self.pads = pads  # (left, right, top, bottom); (0, 1, 0, 1) keeps TF 'SAME' stride-2 sample centres
         # non-persistent: a fixed filter is not a weight, so checkpoints and EMA ignore it
-        self.register_buffer("kernel", _binomial_kernel([1, 2, 1])[None, None].repeat(channels, 1, 1, 1),
+        self.register_buffer("kernel", _binomial_kernel(list(taps))[None, None].repeat(channels, 1, 1, 1),
                              persistent=False)
 
     def forward(self, x):
@@ -64,18 +68,23 @@ class Generator(nn.Module):
     """ResNet generator. `forward(x, taps=...)` also returns the encoder activations PatchNCE needs,
     so the training step never runs the encoder twice on the same image."""
 
-    def __init__(self, ngf: int = 64, n_blocks: int = 9, antialias: bool = True, residual: bool = False):
+    def __init__(self, ngf: int = 64, n_blocks: int = 9, antialias: bool = True, residual: bool = False,
+                 centred: bool = False):
         super().__init__()
         self.residual = residual
         self.pad = nn.ReflectionPad2d(3)
         self.stem = nn.Sequential(nn.Conv2d(3, ngf, 7), _norm(ngf), nn.ReLU())
         stride = 1 if antialias else 2
+        # centred: down and up sample at the same places, so the down-up path neither shifts the picture
+        # (official CUT's moves it 1.5 px down and right, which G must undo, short of pixels at the top and
+        # left borders) nor tells left from right
+        taps = (1, 3, 3, 1) if centred else (1, 2, 1)
         self.down1_conv = nn.Conv2d(ngf, ngf * 2, 3, stride=stride, padding=1)
         self.down1_rest = nn.Sequential(_norm(ngf * 2), nn.ReLU(),
-                                        *([BlurDownsample(ngf * 2)] if antialias else []))
+                                        *([BlurDownsample(ngf * 2, taps=taps)] if antialias else []))
         self.down2_conv = nn.Conv2d(ngf * 2, ngf * 4, 3, stride=stride, padding=1)
         self.down2_rest = nn.Sequential(_norm(ngf * 4), nn.ReLU(),
-                                        *([BlurDownsample(ngf * 4)] if antialias else []))
+                                        *([BlurDownsample(ngf * 4, taps=taps)] if antialias else []))
         self.blocks = nn.ModuleList(ResBlock(ngf * 4) for _ in range(n_blocks))
         self.decoder = nn.Sequential(
             *_up(ngf * 4, ngf * 2, antialias), *_up(ngf * 2, ngf, antialias),
@@ -262,7 +271,7 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
 
 
 def build_generator(cfg) -> Generator:
-    G = init_weights(Generator(cfg.ngf, cfg.n_blocks, cfg.antialias, cfg.residual_output))
+    G = init_weights(Generator(cfg.ngf, cfg.n_blocks, cfg.antialias, cfg.residual_output, cfg.centred_resampling))
     if cfg.residual_output:
         # zero last conv: the untrained generator is the identity, so training starts from the photos
         # (FID ~120) instead of from noise (FID > 300) and the GAN only has to learn the change

@@ -68,7 +68,8 @@ class Evaluator:
                 "eval_seconds": round(time.time() - t0, 2)}
 
 
-ARCH_FIELDS = ("ngf", "ndf", "n_blocks", "antialias", "backbone_antialias", "residual_output", "discriminator", "nce_layers", "image_size")
+ARCH_FIELDS = ("ngf", "ndf", "n_blocks", "antialias", "centred_resampling", "backbone_antialias", "residual_output",
+               "discriminator", "nce_layers", "image_size")
 
 
 def check_resumable(saved: dict, cfg: TrainConfig, path) -> None:

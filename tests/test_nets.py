@@ -38,6 +38,30 @@ def test_blur_resampling_keeps_constants():
     torch.testing.assert_close(BlurUpsample()(x), torch.full((1, 4, 16, 16), 0.7))
 
 
+def _down_up(x, taps):
+    down = BlurDownsample(x.shape[1], taps=taps)
+    return BlurUpsample()(BlurUpsample()(down(down(x))))
+
+
+@pytest.mark.parametrize("taps,shift", [((1, 2, 1), 1.5), ((1, 3, 3, 1), 0.0)])
+def test_the_generators_down_up_path_is_centred_and_mirror_symmetric_only_with_centred_taps(taps, shift):
+    """Official CUT's [1,2,1] samples on even pixels and its bilinear upsampling assumes samples between
+    pixels, so its down-up path moves the picture 1.5 px down and right and tells left from right (G must
+    learn the way back, and has no pixels for it at the top and left borders); centred taps do neither."""
+    rows = torch.arange(32.0)
+    for at in (14, 15, 16, 17):
+        impulse = torch.zeros(1, 1, 32, 32)
+        impulse[0, 0, at, 16] = 1
+        out = _down_up(impulse, taps)[0, 0]
+        assert float((out.sum(1) * rows).sum() / out.sum()) == pytest.approx(at + shift, abs=1e-4)
+    x = torch.rand(1, 2, 32, 32, generator=torch.Generator().manual_seed(0))
+    flip_error = (_down_up(x.flip(3), taps) - _down_up(x, taps).flip(3)).abs().max()
+    assert (flip_error < 1e-5) == (shift == 0)
+    G = Generator(ngf=4, n_blocks=1, centred=shift == 0)
+    assert [m.kernel.shape[-1] for m in G.modules() if isinstance(m, BlurDownsample)] == [len(taps)] * 2
+    assert G(torch.rand(1, 3, 36, 36)).shape == (1, 3, 36, 36)
+
+
 def test_blur_upsample_is_the_official_binomial_transposed_conv():
     # official CUT: replicate pad 1, conv_transpose stride 2 padding 2 with 4 * ([1,3,3,1] outer)/64, crop 1
     x = torch.randn(2, 3, 5, 7)
