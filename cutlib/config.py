@@ -159,6 +159,9 @@ class TrainConfig:
         if self.nce_crop and self.flip_equivariance:
             raise ConfigError("nce_crop > 0 with flip_equivariance (mode='fastcut') is not supported: the flipped "
                               "fake's window would not match the source's; set nce_crop 0 or mode 'cut'")
+        if self.centred_resampling and not self.antialias:
+            raise ConfigError("centred_resampling=True sets the taps of G's blur downsampling, which antialias=False "
+                              "leaves out (strided convs); set antialias true or centred_resampling false")
         bad = [t for t in self.nce_layers if t not in TAP_LAYERS]
         if bad or not self.nce_layers:
             raise ConfigError(f"nce_layers={self.nce_layers}: each must be one of {TAP_LAYERS}")

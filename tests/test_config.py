@@ -25,6 +25,7 @@ def test_defaults_are_the_baseline_recipe():
     (dict(nce_layers=(0, 5)), "nce_layers"), (dict(diffaug="color,blur"), "diffaug"),
     (dict(load_size=128), "load_size"), (dict(batch_size=True), "batch_size"), (dict(nce_crop=1.5), "nce_crop"),
     (dict(nce_crop=0.5, mode="fastcut"), "nce_crop"),
+    (dict(centred_resampling=True, antialias=False), "centred_resampling"),
 ])
 def test_bad_values_name_the_field(kw, field):
     with pytest.raises(ConfigError, match=field):
