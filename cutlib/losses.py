@@ -99,37 +99,23 @@ def identity_weight(step: int, weight: float, warmup: int) -> float:
     return weight * max(0.0, 1.0 - step / warmup)
 
 
-def grid_frequencies(height: int, width: int, period: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column indices, in an rfft2 spectrum of a height x width image, of the frequencies k/period
-    cycles/px (k = 0..period-1) both ways: where a pattern repeating every `period` pixels has its power.
-    A stride-2 network with two down/upsamplings can paint such a lattice locked to its own pixel grid."""
-    if height % period or width % period:
-        raise ValueError(f"image size {height}x{width}: the lattice period {period} must divide both sides")
-    return torch.arange(0, height, height // period), torch.arange(0, width // 2 + 1, width // period)
-
-
 def lattice_excess(fake: torch.Tensor, source: torch.Tensor, period: int = 4) -> torch.Tensor:
     """RMS, in pixel units, of the part of `fake` that repeats every `period` pixels beyond what its
-    `source` already carries there: per image and channel, the power at the lattice frequencies (DC
-    excluded) above the source's, summed (Parseval: the mean square of that periodic component), then
-    the root of the mean over the batch. Texture that follows the picture spreads over all frequencies
-    and costs next to nothing; a lattice locked to G's grid sits exactly on these frequencies and costs its
-    own amplitude, so the penalty's push on it does not fade as it grows, as a squared one would."""
+    `source` already carries there: per image and channel, the power at the frequencies (k/period,
+    l/period) cycles/px above the source's, summed (Parseval: the mean square of that periodic component),
+    then the root of the mean over the batch. Texture that follows the picture spreads over all frequencies
+    and costs next to nothing; a lattice locked to G's grid (a stride-2 network with two down/upsamplings
+    can paint one) sits exactly on these frequencies and costs its own amplitude, so the penalty's push on
+    it does not fade as it grows, as a squared one would."""
+    h, w = fake.shape[-2:]
+    if h % period or w % period:
+        raise ValueError(f"image size {h}x{w}: the lattice period {period} must divide both sides")
     with torch.autocast(fake.device.type, enabled=False):  # spectra of sums over H*W: fp32
-        h, w = fake.shape[-2:]
-        rows, cols = grid_frequencies(h, w, period)
 
-        def power(x):
-            spec = torch.fft.rfft2(x.float(), norm="ortho").abs().pow(2)
-            return spec[..., rows.to(x.device), :][..., cols.to(x.device)]
+        def power(x):  # slices, not index tensors: no host-to-device copy inside a captured CUDA graph
+            x = x.float()
+            x = x - x.mean((-2, -1), keepdim=True)  # the mean colour is no lattice
+            return torch.fft.fft2(x, norm="ortho").abs().pow(2)[..., ::h // period, ::w // period]
 
         excess = F.relu(power(fake) - power(source.detach()))
-        # rfft2 keeps one of each conjugate pair of columns, so the inner ones count twice (the first
-        # column and an even side's Nyquist column have no twin); the mean colour is no lattice
-        weight = torch.full((len(rows), len(cols)), 2.0, device=fake.device)
-        weight[:, 0] = 1.0
-        if w // 2 % (w // period) == 0:
-            weight[:, -1] = 1.0
-        weight[0, 0] = 0.0
-        mean_square = (excess * weight).sum((-2, -1)) / (h * w)
-        return (mean_square.mean() + 1e-12).sqrt()
+        return (excess.sum((-2, -1)).mean() / (h * w) + 1e-12).sqrt()
