@@ -111,7 +111,6 @@ def lattice_excess(fake: torch.Tensor, source: torch.Tensor, period: int = 4) ->
     if h % period or w % period:
         raise ValueError(f"image size {h}x{w}: the lattice period {period} must divide both sides")
     with torch.autocast(fake.device.type, enabled=False):  # spectra of sums over H*W: fp32
-
         def power(x):  # slices, not index tensors: no host-to-device copy inside a captured CUDA graph
             x = x.float()
             x = x - x.mean((-2, -1), keepdim=True)  # the mean colour is no lattice
