@@ -90,6 +90,26 @@ def test_lattice_excess_reads_a_planted_lattice_in_pixel_units_and_nothing_else(
     assert losses.lattice_excess(photo + 0.3, photo) < 1e-4
 
 
+def test_lattice_excess_equals_the_power_at_the_lattice_frequencies_of_the_whole_images_fft():
+    # The mean-tile DFT must read what a full FFT reads there, channels_last included (the GPU recipes' layout).
+    def by_fft(fake, source, period=4):
+        def power(x):
+            x = x - x.mean((-2, -1), keepdim=True)
+            return torch.fft.fft2(x, norm="ortho").abs().square()[..., ::x.shape[-2] // period, ::x.shape[-1] // period]
+        excess = (power(fake) - power(source)).clamp_min(0)
+        return (excess.sum((-2, -1)).mean() / (fake.shape[-2] * fake.shape[-1])).sqrt()
+
+    g = torch.Generator().manual_seed(2)
+    source = torch.rand(3, 3, 32, 48, generator=g) * 2 - 1
+    fake = source + 0.2 * torch.randn(3, 3, 32, 48, generator=g)
+    fake = fake.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    for period in (2, 4, 8):
+        got = losses.lattice_excess(fake, source, period)
+        assert float(got.detach()) == pytest.approx(float(by_fft(fake.detach(), source, period)), rel=1e-4)
+    (grad,) = torch.autograd.grad(got, fake)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
 def test_descending_lattice_excess_removes_the_lattice_and_only_the_lattice():
     g = torch.Generator().manual_seed(1)
     photo = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
