@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cutlib.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from cutlib.config import TrainConfig  # noqa: E402
 from cutlib.data import UnpairedDataset, make_demo_data, scan_images  # noqa: E402
-from cutlib.launch import train_ddp  # noqa: E402
+from cutlib.launch import rank_starts, train_ddp  # noqa: E402
 
 QUICK = dict(image_size=32, load_size=36, ngf=8, ndf=8, n_blocks=5, num_patches=16)
 
@@ -76,7 +75,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     summary = train_ddp(cfg, a.nproc, echo=lines.append)
     outside = time.time() - t0 - summary["seconds"]
-    to_ranks = sorted(float(m[1]) for line in lines if (m := re.match(r"rank \d+/\d+: .*, ([\d.]+) s after the launch", line)))
+    to_ranks = sorted(rank_starts("".join(lines)).values())
     logs = [json.loads(x) for x in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()]
     first, prev, last = logs[0], logs[-2], logs[-1]
     s_per_step = (last["time"] - prev["time"]) / (last["step"] - prev["step"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -122,6 +123,14 @@ def rank_banner() -> str:
     after = f", {time.time() - float(started):.1f} s after the launch" if started else ""
     return f"rank {os.environ.get('RANK', '0')}/{os.environ.get('WORLD_SIZE', '1')}: cutlib from " \
            f"{cutlib.__file__}{after}"
+
+
+def rank_starts(output: str) -> dict[int, float]:
+    """{rank: seconds after the launch} from the ranks' banners in torchrun's merged output. Searched, not
+    matched at a line's start: the ranks share one pipe, and a rank's banner can land after another's
+    unfinished line (a C++ warning on stderr is written in pieces)."""
+    found = re.finditer(r"rank (\d+)/\d+: cutlib from .+?, ([\d.]+) s after the launch", output)
+    return {int(m[1]): float(m[2]) for m in found}
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ def test_nan_on_one_rank_stops_every_rank_with_a_message(demo_root, tmp_path):
 
 
 def test_notebook_launcher_runs_torchrun_and_streams_progress(tiny_cfg):
-    from cutlib.launch import train_ddp
+    from cutlib.launch import rank_starts, train_ddp
 
     seen = []
     summary = train_ddp(tiny_cfg(steps=2, sample_every=0), 2, echo=seen.append)
@@ -116,5 +116,14 @@ def test_notebook_launcher_runs_torchrun_and_streams_progress(tiny_cfg):
     # rank 0's progress came through, as whole lines (a bar's '\r' redraws would each be a line here)
     progress = [line for line in seen if line.startswith("train:")]
     assert progress[-1].startswith("train: ended at step 2/2 (100%)") and len(progress) <= 3, progress
-    for rank in (0, 1):  # every rank reports the launch time it got (the time budget counts from it)
-        assert any(line.startswith(f"rank {rank}/2: cutlib from ") and "s after the launch" in line for line in seen)
+    # every rank reports the launch time it got (the time budget counts from it)
+    assert sorted(rank_starts("".join(seen))) == [0, 1]
+
+
+def test_rank_starts_finds_a_banner_glued_after_another_ranks_unfinished_line():
+    from cutlib.launch import rank_starts
+
+    output = ("rank 0/2: cutlib from /x/cutlib/__init__.py, 1.5 s after the launch\n"
+              "[W socket.cpp] a warning in piecesrank 1/2: cutlib from /x/cutlib/__init__.py, 2.25 s after the launch\n"
+              "rank 1 is not a banner, 9 s after the launch\n")
+    assert rank_starts(output) == {0: 1.5, 1: 2.25}
