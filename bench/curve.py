@@ -7,10 +7,14 @@ a folder with ckpt/step_*.pt.
         [--steps 1000,2000,3000 | --steps all] [--gen-size 256] [--border 16] [--shifts 1] [--fid-weights FILE]
     python bench/curve.py --quick     # CI-sized: trains a 2-checkpoint demo run, scores it
 
-Writes <out>/curve.json (also printed as one JSON line), curve.md (the table, also on stderr), curve.png
-(FID and SWD at 128 / 64 px against steps, the baselines as lines), grids/<run>_step_<k>.png (the same
-six held-out photos, photo | output, for every scored checkpoint) and grids.png (all of them, a row each). Scores are kept in curve.json by
-checkpoint file, size and modification time: a rerun scores only what is new.
+Writes <out>/curve.json (also printed as one JSON line, without each output's colour point), curve.md
+(the table, also on stderr), curve.png (FID, SWD at 128 / 64 px, mean chroma and hue kept against steps,
+the baselines as lines), colour.png (each image's mean a*, b*: paintings, photos and each run's outputs at
+its last scored step), grids/<run>_step_<k>.png (the same six held-out photos, photo | output, for every
+scored checkpoint: first a colour panel of a sunset, foliage, water..., cutlib.colour.colour_panel) and
+grids.png (all of them, a row each). Scores are kept in curve.json by checkpoint file, size and
+modification time: a rerun scores only what is new. Colour figures: cutlib.colour (chroma C*,
+colourfulness M, palette spread, hue kept a* / b*, all at 128 px).
 
 Baselines on the same photos: `identity` (untouched photos), `color_transfer` (Lab mean/std moved to
 the paintings'), `painting_halves` (the paintings' two halves against each other: the SWD floor).
@@ -37,13 +41,14 @@ from quality import cached_measures, fid_weights_file, measured, scored, swd_des
 
 from cutlib.baselines import color_transfer, lab_stats  # noqa: E402
 from cutlib.checkpoint import atomic_write  # noqa: E402
+from cutlib.colour import colour_panel, palette_report  # noqa: E402
 from cutlib.data import eval_image, list_images, load_rgb  # noqa: E402
 from cutlib.generate import load_generator, translate_files  # noqa: E402
 from cutlib.metrics import InceptionFeatures, default_cache_dir  # noqa: E402
 from cutlib.model import resolve_amp  # noqa: E402
 from cutlib.nets import PAINT_BORDER, PAINT_PHASES, paint  # noqa: E402
 from cutlib.swd import swd  # noqa: E402
-from cutlib.viz import save_pairs_grid  # noqa: E402
+from cutlib.viz import colour_scatter, save_pairs_grid  # noqa: E402
 
 GRID_PHOTOS = 6
 STEP_FILE = re.compile(r"step_(\d+)\.pt$")
@@ -68,25 +73,31 @@ def baselines(photos: list[Path], monets: list[Path], extractor, wkey: str, cach
     key = wkey + ",".join(str(p.resolve()) for p in photos)
     mean, std = lab_stats(np.asarray(load_rgb(p)) for p in monets)
     full = lambda p: np.asarray(load_rgb(p).resize((256, 256), Image.BICUBIC))  # noqa: E731
-    base = {"identity": scored(cached_measures("identity:" + key, lambda: measured(
-                (full(p) for p in photos), extractor), cache), real),
-            "color_transfer": scored(cached_measures("color_transfer:" + key, lambda: measured(
-                (color_transfer(full(p), mean, std) for p in photos), extractor), cache), real)}
+    identity = cached_measures("identity:" + key, lambda: measured((full(p) for p in photos), extractor), cache)
+    transfer = cached_measures("color_transfer:" + key, lambda: measured(
+        (color_transfer(full(p), mean, std) for p in photos), extractor), cache)
+    # colour figures: the paintings are the target; a translation's hue kept is against its photo
+    base = {"identity": {**scored(identity, real), "colour": palette_report(torch.from_numpy(identity["colour"]))},
+            "color_transfer": {**scored(transfer, real), "colour": palette_report(
+                torch.from_numpy(transfer["colour"]), torch.from_numpy(identity["colour"]))}}
     half = len(monets) // 2
     per = len(swd_descs(real)[0]) // len(monets)  # descriptors per image
     base["painting_halves"] = {"n": half, **swd([d[:half * per] for d in swd_descs(real)],
-                                                [d[half * per:] for d in swd_descs(real)])}
-    return real, plain(base)
+                                                [d[half * per:] for d in swd_descs(real)]),
+                               "colour": palette_report(torch.from_numpy(real["colour"]))}
+    return real, identity["colour"], plain(base)
 
 
-def score_checkpoint(path: Path, photos, grid_src, real, extractor, gen_size: int, device: str, amp: str,
-                     grid_file: Path, border: int = PAINT_BORDER, shifts: int = 1) -> dict:
+def score_checkpoint(path: Path, photos, grid_src, real, photo_colour, extractor, gen_size: int, device: str,
+                     amp: str, grid_file: Path, border: int = PAINT_BORDER, shifts: int = 1) -> dict:
     t0 = time.time()
     G, info = load_generator(path, "ema", device)
     dtype = resolve_amp(amp, torch.device(device))
     images = [img for _, img in translate_files(G, [(p, "") for p in photos], gen_size, 256, 8, device, dtype,
                                                 border=border, shifts=shifts)]
-    s = scored(measured(images, extractor), real)
+    m = measured(images, extractor)
+    s = {**scored(m, real), "colour": palette_report(torch.from_numpy(m["colour"]), torch.from_numpy(photo_colour)),
+         "ab": np.round(m["colour"][:, 1:3], 2).tolist()}  # each output's mean a*, b*: the colour plot's points
     with torch.no_grad(), torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
         fakes = paint(G, grid_src.to(device), border, shifts).float().cpu()
     save_pairs_grid(grid_src, fakes, grid_file)
@@ -111,9 +122,16 @@ def plain(s: dict) -> dict:
     return json.loads(json.dumps(s))  # int keys (SWD levels) become the strings a reread gives
 
 
+def colour_cells(s: dict) -> str:
+    c = s.get("colour", {})
+    kept = f"{c['hue_kept_a']:.2f} / {c['hue_kept_b']:.2f}" if "hue_kept_a" in c else ""
+    return f"{c.get('chroma', '')} | {c.get('colourfulness', '')} | {c.get('palette_spread', '')} | {kept}"
+
+
 def markdown(result: dict) -> str:
-    rows = ["| run | step | FID | KID×1000 | MiFID | SWD 256 / 128 / 64 / 32 / 16 | ΔFID vs c.t. | grid |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | step | FID | KID×1000 | MiFID | SWD 256 / 128 / 64 / 32 / 16 | ΔFID vs c.t. | "
+            "C* | M | palette spread | hue kept a* / b* | grid |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     ct = result["baselines"]["color_transfer"]["fid"]
 
     def levels(s):
@@ -122,11 +140,16 @@ def markdown(result: dict) -> str:
     for run, points in result["runs"].items():
         for step, s in sorted(points.items(), key=lambda kv: int(kv[0])):
             rows.append(f"| {run} | {int(step):,} | {s['fid']} | {s['kid_x1000']} | {s['mifid']} | {levels(s)} | "
-                        f"{ct - s['fid']:+.1f} | {Path(s['grid']).name} |")
+                        f"{ct - s['fid']:+.1f} | {colour_cells(s)} | {Path(s['grid']).name} |")
     for name, s in result["baselines"].items():
         rows.append(f"| *{name}* | — | {s.get('fid', '')} | {s.get('kid_x1000', '')} | {s.get('mifid', '')} | "
-                    f"{levels(s)} | | |")
+                    f"{levels(s)} | | {colour_cells(s)} | |")
     return "\n".join(rows)
+
+
+def hue_kept(s: dict):
+    c = s.get("colour", {})
+    return (c["hue_kept_a"] + c["hue_kept_b"]) / 2 if "hue_kept_a" in c else None
 
 
 def plot(result: dict, path: Path) -> None:
@@ -136,23 +159,57 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [("FID", lambda s: s.get("fid")), ("SWD at 128 px ×1e3", lambda s: s["swd_levels"].get("128")),
-              ("SWD at 64 px ×1e3", lambda s: s["swd_levels"].get("64"))]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+              ("SWD at 64 px ×1e3", lambda s: s["swd_levels"].get("64")),
+              ("mean chroma C*", lambda s: s.get("colour", {}).get("chroma")),
+              ("hue kept (mean of a*, b*)", hue_kept)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
     styles = {"identity": ":", "color_transfer": "--", "painting_halves": "-."}
     for ax, (title, get) in zip(axes, panels):
         for run, points in result["runs"].items():
-            steps = sorted(points, key=int)
-            ax.plot([int(s) for s in steps], [get(points[s]) for s in steps], marker="o", label=run)
+            steps = [k for k in sorted(points, key=int) if get(points[k]) is not None]
+            ax.plot([int(k) for k in steps], [get(points[k]) for k in steps], marker="o", label=run)
         for name, s in result["baselines"].items():
             value = get({"swd_levels": {}, **s})
             if value is not None:
-                ax.axhline(value, color="grey", linestyle=styles.get(name, ":"), linewidth=1, label=name)
+                ax.axhline(value, color="grey", linestyle=styles.get(name, ":"), linewidth=1,
+                           label="paintings" if name == "painting_halves" and "C*" in title else name)
         ax.set_title(title)
         ax.set_xlabel("step")
     axes[0].legend(fontsize=8)
+    axes[3].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def colour_plot(result: dict, paintings: np.ndarray, photos: np.ndarray, path: Path) -> None:
+    """Each image's mean (a*, b*): the paintings, the photos, and each run's outputs at its last scored
+    step, a panel per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {run: (step, points[step]) for run, points in result["runs"].items()
+            for step in [max((k for k in points if "ab" in points[k]), key=int, default=None)] if step}
+    if not runs:
+        return
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.8 * len(runs), 4.6), squeeze=False)
+    for ax, (run, (step, s)) in zip(axes[0], runs.items()):
+        outputs = np.concatenate([np.zeros((len(s["ab"]), 1)), np.asarray(s["ab"])], 1)  # image_stats' a, b columns
+        c = s["colour"]
+        colour_scatter({"paintings": paintings, "photos": photos, f"outputs @ {int(step):,}": outputs},
+                       f"{run}: C* {c['chroma']}, spread {c['palette_spread']}, hue kept "
+                       f"{c.get('hue_kept_a', float('nan')):.2f} / {c.get('hue_kept_b', float('nan')):.2f}", ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def without_points(result: dict) -> dict:
+    """The result without each output's (a*, b*) points (curve.json keeps them for the colour plot)."""
+    return {**result, "runs": {run: {k: {f: v for f, v in s.items() if f != "ab"} for k, s in points.items()}
+                               for run, points in result.get("runs", {}).items()}}
 
 
 def contact_sheet(result: dict, path: Path, width: int = 1200) -> None:
@@ -231,8 +288,10 @@ def main(argv=None):
 
     extractor = InceptionFeatures(fid_weights_file(a.fid_weights), device=device)
     wkey = f"{Path(extractor.weights).name}:{extractor.weights.stat().st_size}:"
-    real, base = baselines(photos, monets, extractor, wkey, default_cache_dir())
-    grid_src = torch.stack([eval_image(p, a.gen_size) for p in photos[:GRID_PHOTOS]])
+    real, photo_colour, base = baselines(photos, monets, extractor, wkey, default_cache_dir())
+    panel = colour_panel(photos, 4)  # a sunset, foliage, water... then the first photos by name
+    grid_photos = (panel + [p for p in photos if p not in panel])[:GRID_PHOTOS]
+    grid_src = torch.stack([eval_image(p, a.gen_size) for p in grid_photos])
     runs = kept.get("runs", {})
     for run in a.runs:
         name = run.resolve().name
@@ -243,7 +302,7 @@ def main(argv=None):
             key += f":shifts{a.shifts}" if a.shifts > 1 else ""
             if cache_keys.get(f"{name}/{step}") == key and str(step) in points:
                 continue
-            points[str(step)] = score_checkpoint(path, photos, grid_src, real, extractor, a.gen_size, device,
+            points[str(step)] = score_checkpoint(path, photos, grid_src, real, photo_colour, extractor, a.gen_size, device,
                                                  a.amp, a.out / "grids" / f"{name}_step_{step:07d}.png", a.border,
                                                  a.shifts)
             cache_keys[f"{name}/{step}"] = key
@@ -254,8 +313,9 @@ def main(argv=None):
     save(result, kept_file)
     atomic_write(a.out / "curve.md", lambda tmp: Path(tmp).write_text(markdown(result) + "\n"))
     plot(result, a.out / "curve.png")
+    colour_plot(result, real["colour"], photo_colour, a.out / "colour.png")
     contact_sheet(result, a.out / "grids.png")
-    print(json.dumps({k: v for k, v in result.items() if k != "cache_keys"}))
+    print(json.dumps(without_points({k: v for k, v in result.items() if k != "cache_keys"})))
     print(markdown(result), file=sys.stderr)
     if tmp:
         tmp.cleanup()

@@ -45,6 +45,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from cutlib.baselines import color_transfer, lab_stats  # noqa: E402
+from cutlib.colour import stats_of  # noqa: E402
 from cutlib.data import eval_image, list_images, load_rgb, make_demo_data  # noqa: E402
 from cutlib.generate import load_generator, translate_files  # noqa: E402
 from cutlib.metrics import InceptionFeatures, default_cache_dir, scores  # noqa: E402
@@ -75,11 +76,12 @@ def fid_weights_file(path: str) -> str | None:
 def measured(images, extractor) -> dict[str, np.ndarray]:
     """Inception features and SWD patch descriptors of one image set, each image decoded once."""
     images = list(images)
-    return {"feats": extractor(images), **{f"swd{i}": d for i, d in enumerate(descriptors(images))}}
+    return {"feats": extractor(images), **{f"swd{i}": d for i, d in enumerate(descriptors(images))},
+            "colour": stats_of(images).numpy()}
 
 
 def cached_measures(key: str, make, cache: Path) -> dict[str, np.ndarray]:
-    path = cache / f"bench-{hashlib.sha1(key.encode()).hexdigest()}.npz"
+    path = cache / f"bench-{hashlib.sha1(('colour:' + key).encode()).hexdigest()}.npz"  # older files: no colour
     if path.is_file():
         with np.load(path) as z:
             return dict(z)

@@ -71,6 +71,8 @@ class TrainConfig:
     lambda_style: float = 0.0  # texture loss: G's output's EfficientNet-Lite0 stride-4/8 statistics vs the step's painting's (0: off)
     style_stats: str = "gram"  # the texture loss's statistics: "gram" (Gram matrices) or "meanstd" (per-channel mean and std)
     lambda_lattice: float = 0.0  # penalty on the RMS of a period-4 lattice (G's grid) in the fake beyond the photo's
+    lambda_colour: float = 0.0  # the fake's coarse a*/b* layout against its photo's, per CIELAB unit (0: off)
+    colour_grid: int = 8  # the colour term's layout: grid x grid cells over the image
     lambda_nce: float = 1.0  # PatchNCE weight (fastcut: 10)
     nce_idt: bool = True  # also apply NCE to (monet, G(monet)) and average (fastcut: False)
     nce_layers: tuple = (0, 4, 8, 12, 16)  # CUT tap indices (official numbering)
@@ -134,10 +136,10 @@ class TrainConfig:
             raise ConfigError("lr_schedule='time' decays the lr over time_budget_hours, which is 0; set it, "
                               "or use lr_schedule='steps'")
         for name in ("image_size", "load_size", "batch_size", "steps", "ngf", "ndf", "num_patches",
-                     "log_every", "ckpt_every", "r1_every", "eval_photos"):
+                     "log_every", "ckpt_every", "r1_every", "eval_photos", "colour_grid"):
             _at_least(self, name, 1)
         for name in ("num_workers", "n_blocks", "eval_every", "identity_warmup", "sample_every", "keep_ckpts",
-                     "lr", "lambda_gan", "lambda_proj", "lambda_style", "lambda_lattice", "lambda_nce",
+                     "lr", "lambda_gan", "lambda_proj", "lambda_style", "lambda_lattice", "lambda_colour", "lambda_nce",
                      "lambda_identity", "r1_weight", "grad_clip_g",
                      "grad_clip_d", "ema_halflife_kimg", "ema_rampup", "time_budget_hours"):
             _at_least(self, name, 0)

@@ -1,9 +1,11 @@
 """Losses as pure functions of tensors: adversarial (hinge, LSGAN, non-saturating), PatchNCE, identity, R1,
-and the texture (style) loss on feature statistics."""
+the texture (style) loss on feature statistics, the lattice penalty and the colour-layout term."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .colour import low_frequency_chroma
 
 
 def d_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -128,3 +130,12 @@ def lattice_excess(fake: torch.Tensor, source: torch.Tensor, period: int = 4) ->
 
         excess = F.relu(power(fake) - power(source.detach()))
         return (excess.sum((-2, -1)).mean() / (h * w) + 1e-12).sqrt()
+
+
+def colour_drift(fake: torch.Tensor, source: torch.Tensor, grid: int = 8) -> torch.Tensor:
+    """Mean absolute difference, in CIELAB units, between the a* and b* of `fake` and of its `source`
+    averaged over a grid x grid layout of cells. Chroma only and only that coarse: lightness, strokes and
+    texture inside a cell stay free for the painting, while the picture's own colours (a sunset's orange
+    sky, green foliage) cannot drift to the one muted cast the discriminators reward."""
+    with torch.autocast(fake.device.type, enabled=False):  # the Lab conversion's powers: fp32
+        return (low_frequency_chroma(fake, grid) - low_frequency_chroma(source.detach(), grid)).abs().mean()

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .colour import colour_report
 from .data import IMAGE_EXTS, DataError, list_images, load_rgb
 from .swd import MAX_IMAGES, swd_of_images
 
@@ -287,10 +288,12 @@ def features_of(source: str | os.PathLike, extractor: InceptionFeatures, cache_d
 def evaluate(generated: str | os.PathLike, real: str | os.PathLike, weights: str | os.PathLike | None = None,
              device: str = "auto", batch_size: int = 32, cache_dir: str | os.PathLike | None = "default",
              progress: bool = True, extractor: InceptionFeatures | None = None,
-             swd_images: int = MAX_IMAGES) -> dict:
+             swd_images: int = MAX_IMAGES, photos: str | os.PathLike | None = None) -> dict:
     """MiFID, FID, KID and memorization distance of a folder or zip of generated images against a real
-    folder, and the texture distance SWD (`swd`, `swd_levels`: cutlib.swd) on at most swd_images of each
-    set, evenly spaced by name. The real set's features are cached (by content) under cache_dir."""
+    folder, the texture distance SWD (`swd`, `swd_levels`: cutlib.swd) on at most swd_images of each
+    set, evenly spaced by name, and the colour figures (`colour`: cutlib.colour.colour_report; with the
+    `photos` they were translated from, how much of each photo's colour each output kept). The real set's
+    features are cached (by content) under cache_dir."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     extractor = extractor or InceptionFeatures(weights, device, batch_size)
@@ -298,4 +301,4 @@ def evaluate(generated: str | os.PathLike, real: str | os.PathLike, weights: str
     real_feats = features_of(real, extractor, cache, progress)
     gen_feats = features_of(generated, extractor, None, progress)
     texture = swd_of_images(sample_images(generated, swd_images), sample_images(real, swd_images))
-    return {**scores(gen_feats, real_feats), **texture}
+    return {**scores(gen_feats, real_feats), **texture, "colour": colour_report(generated, real, photos)}

@@ -29,7 +29,7 @@ from .discriminators import adversarial_weights, build_discriminators
 from .nets import PatchSampleMLP, build_generator, init_weights, nce_window, paint, tap_channels
 from .projection import frozen_lite0
 
-LOSS_KEYS = ("d_loss", "g_loss", "g_adv", "nce", "identity", "r1", "style", "lattice")
+LOSS_KEYS = ("d_loss", "g_loss", "g_adv", "nce", "identity", "r1", "style", "lattice", "colour")
 # The texture loss matches the backbone's first two stages (strides 4 and 8, receptive fields of tens of
 # pixels: the scale of brush marks); deeper stages describe objects, and matching those to a random
 # painting's would pull the photo's content toward it.
@@ -380,13 +380,17 @@ class CUTModel:
             if cfg.lambda_lattice > 0:  # the lattice the projected D pays G for (bench/README.md, issue 34)
                 lattice = losses.lattice_excess(fake, photo)
                 g_loss = g_loss + cfg.lambda_lattice * lattice
+            colour = torch.zeros((), device=self.device)
+            if cfg.lambda_colour > 0:  # every output went to one muted cast (issue 48)
+                colour = losses.colour_drift(fake, photo, cfg.colour_grid)
+                g_loss = g_loss + cfg.lambda_colour * colour
         self.opt_G.zero_grad(set_to_none=True)
         self.opt_F.zero_grad(set_to_none=True)
         self.scaler_G.scale(g_loss).backward()
         self._clip_and_step([self.opt_G, self.opt_F], cfg.grad_clip_g, self.scaler_G, "g")
         if self.rank == 0:  # only rank 0 evaluates and saves, so only it needs the average
             self.ema.update(self.G, self.ema_weight)
-        return torch.stack([d_loss, g_loss, g_adv, nce, identity, r1, style, lattice]).detach().float()
+        return torch.stack([d_loss, g_loss, g_adv, nce, identity, r1, style, lattice, colour]).detach().float()
 
     @torch.no_grad()
     def translate(self, photos: torch.Tensor, use_ema: bool = True) -> torch.Tensor:

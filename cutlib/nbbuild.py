@@ -118,7 +118,8 @@ Writes `<out_dir>/{config.yaml, metrics.jsonl, ckpt/, samples/}`; `resume=True` 
               "summary"),
         _code("show(viz.plot_losses(cfg.out_dir))\nshow(viz.plot_eval(cfg.out_dir))  # MiFID and SWD over steps, "
               "when eval_every > 0"),
-        _code("show(viz.preview_run(cfg))  # photo | painting from the EMA generator"),
+        _code("show(viz.preview_run(cfg))  # photo | painting from the EMA generator; the first rows: a colour panel"),
+        _code("show(viz.colour_check(cfg))  # each picture's mean colour: do the outputs keep their photo's?"),
     ])
 
 
@@ -127,8 +128,9 @@ def generate_notebook():
         _md("""
 # 03 · Generate `images.zip`
 Translates every photo with the EMA generator, streams 256×256 PNGs into the zip (temp name, renamed
-when complete), validates it, shows random pairs and a diversity figure, and reports MiFID."""),
-        _code("from pathlib import Path\n\nfrom cutlib import generate, metrics\nfrom cutlib.config import "
+when complete), validates it, shows random pairs and a diversity figure, and reports MiFID and the colour
+figures (chroma, colourfulness, palette spread, how much of each photo's colour its output kept)."""),
+        _code("from pathlib import Path\n\nfrom cutlib import generate, metrics, viz\nfrom cutlib.config import "
               "data_folders\nfrom cutlib.notebook import friendly_errors, show"),
         _params_cell([_param_line(*p) for p in GENERATE_PARAMS]),
         _code("""
@@ -145,8 +147,9 @@ result"""),
         _code("""
 if evaluate and monets.is_dir():
     with friendly_errors():
-        scores = metrics.evaluate(zip_file, monets, weights=fid_weights or None, device=device)
-    print({k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()})"""),
+        scores = metrics.evaluate(zip_file, monets, weights=fid_weights or None, device=device, photos=photos)
+    print({k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items() if k != "colour"})
+    print(viz.colour_table(scores["colour"]))  # outputs beside the paintings (targets) and the photos"""),
     ])
 
 

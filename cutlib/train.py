@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .colour import colour_panel
 from .checkpoint import link_atomic, load_checkpoint, prune_numbered, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import UnpairedDataset, eval_image, make_demo_data, scan_images
@@ -171,7 +172,9 @@ def _train(cfg, progress, on_log, until_step, clock, stop: StopRequest) -> dict:
         dataset, batch_size=b, sampler=indices, num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda", drop_last=True,
         generator=torch.Generator().manual_seed(cfg.seed))  # its own: iterators must not draw from the global RNG
-    sample_photos = torch.stack([eval_image(p, cfg.image_size) for p in photos[:4]])
+    # the sample grids' rows: photos of strong, different colours (does a sunset keep its orange?)
+    sample_photos = torch.stack([eval_image(p, cfg.image_size) for p in colour_panel(photos, 4)]) \
+        if rank == 0 and cfg.sample_every else None
 
     def checkpoint() -> float:
         t0 = clock()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -47,7 +48,8 @@ def _panels(recs: list[dict], keys, **plot_kw):
     return fig
 
 
-def plot_losses(run_dir: str | Path, keys=("d_loss", "g_loss", "g_adv", "nce", "identity", "r1", "style", "lattice")):
+def plot_losses(run_dir: str | Path, keys=("d_loss", "g_loss", "g_adv", "nce", "identity", "r1", "style", "lattice",
+                                                 "colour")):
     """Every logged loss over steps."""
     return _panels([r for r in read_metrics(run_dir) if not r.get("eval")], keys)
 
@@ -57,13 +59,75 @@ def plot_eval(run_dir: str | Path, keys=("mifid", "fid", "kid", "swd")):
     return _panels([r for r in read_metrics(run_dir) if r.get("eval")], keys, marker="o")
 
 
+def preview_photos(cfg, n: int) -> list:
+    """The colour panel (cutlib.colour.colour_panel: a sunset, foliage, water...) then the first photos by
+    name, n in all: the same rows in every preview and sample grid of a data set."""
+    from .colour import colour_panel
+    from .data import list_images
+
+    photos = list_images(cfg.photo_path)
+    panel = colour_panel(photos, min(n, 4))
+    return (panel + [p for p in photos if p not in panel])[:n]
+
+
 def preview_run(cfg, n: int = 6, checkpoint: str = "latest"):
-    """(photo | painting) rows from the run's EMA generator, on the first n photos at the training size."""
-    from .data import eval_image, list_images
+    """(photo | painting) rows from the run's EMA generator at the training size: the colour panel, then
+    the first photos by name."""
+    from .data import eval_image
+    from .generate import load_generator, resolve_checkpoint
+    from .nets import paint
+
+    G, _ = load_generator(resolve_checkpoint(checkpoint, cfg.out_dir))
+    photos = torch.stack([eval_image(p, cfg.image_size) for p in preview_photos(cfg, n)])
+    with torch.no_grad():
+        return pairs_grid(photos, paint(G, photos))
+
+
+def colour_scatter(sets: dict, title: str = "", ax=None):
+    """Each image's mean (a*, b*) as a point, a colour per set ({name: image_stats rows}): paintings,
+    photos and outputs. A palette collapsed to one cast shows as a tight cluster; kept colours spread
+    as the photos do. Draws into `ax` when given; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.4)) if ax is None else (ax.figure, ax)
+    for (name, stats), colour in zip(sets.items(), ("tab:purple", "tab:green", "tab:orange", "tab:blue")):
+        ax.scatter(stats[:, 1], stats[:, 2], s=9, alpha=0.6, color=colour, label=f"{name} ({len(stats)})")
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.axvline(0, color="grey", linewidth=0.5)
+    ax.set_xlabel("mean a* (green - red)")
+    ax.set_ylabel("mean b* (blue - yellow)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def colour_table(report: dict) -> str:
+    """cutlib.colour.colour_report as a small markdown table (a notebook shows it as text)."""
+    cols = ("chroma", "colourfulness", "palette_spread", "hue_kept_a", "hue_kept_b", "L", "a", "b", "images")
+    rows = ["| set | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, figures in report.items():
+        rows.append(f"| {name} | " + " | ".join(str(figures.get(c, "")) for c in cols) + " |")
+    return "\n".join(rows)
+
+
+def colour_check(cfg, n: int = 64, checkpoint: str = "latest"):
+    """The run's EMA generator on the first n photos by name (training size): each picture's mean colour
+    beside its photo's and the paintings', as a scatter, with the colour figures in the title."""
+    from .colour import palette_report, stats_of
+    from .data import eval_image, list_images, load_rgb
     from .generate import load_generator, resolve_checkpoint
     from .nets import paint
 
     G, _ = load_generator(resolve_checkpoint(checkpoint, cfg.out_dir))
     photos = torch.stack([eval_image(p, cfg.image_size) for p in list_images(cfg.photo_path)[:n]])
     with torch.no_grad():
-        return pairs_grid(photos, paint(G, photos))
+        outputs = paint(G, photos)
+    uint8 = lambda x: x.float().add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()  # noqa: E731
+    src, out = stats_of(uint8(photos)), stats_of(uint8(outputs))
+    paintings = stats_of(np.asarray(load_rgb(p)) for p in list_images(cfg.monet_path)[:300])
+    r, target = palette_report(out, src), palette_report(paintings)
+    title = (f"outputs: chroma {r['chroma']:.1f}, spread {r['palette_spread']:.1f}, hue kept a*/b* "
+             f"{r['hue_kept_a']:.2f} / {r['hue_kept_b']:.2f}\npaintings: chroma {target['chroma']:.1f}, "
+             f"spread {target['palette_spread']:.1f}")
+    return colour_scatter({"paintings": paintings, "photos": src, "outputs": out}, title)

@@ -27,23 +27,24 @@ def test_lr_schedule_constant_then_linear_to_zero():
 @pytest.mark.parametrize("overrides", [{}, {"mode": "fastcut"}, {"gan_loss": "lsgan", "r1_weight": 1.0, "r1_every": 1},
                                        {"gan_loss": "nonsaturating", "antialias": False, "batch_size": 2},
                                        {"residual_output": True, "amp": "bf16"}, {"lambda_style": 1.0}, {"nce_crop": 0.5},
-                                       {"lambda_lattice": 5.0}, {"lambda_lattice": 5.0, "mode": "fastcut"}])
+                                       {"lambda_lattice": 5.0}, {"lambda_lattice": 5.0, "mode": "fastcut"},
+                                       {"lambda_colour": 0.1, "lambda_lattice": 5.0}, {"lambda_colour": 0.1, "amp": "bf16"}])
 def test_train_step_updates_all_nets_with_finite_losses(tiny_cfg, overrides):
     cfg = tiny_cfg(**overrides)
     m = CUTModel(cfg)
     before = {n: [p.detach().clone() for p in net.parameters()] for n, net in (("G", m.G), ("D", m.D), ("F", m.F))}
     photo, monet = _batch(cfg)
     out = m.train_step(photo.repeat(cfg.batch_size, 1, 1, 1), monet.repeat(cfg.batch_size, 1, 1, 1))
-    assert set(out) == {"d_loss", "g_loss", "g_adv", "nce", "identity", "r1", "style", "lattice"}
+    assert set(out) == {"d_loss", "g_loss", "g_adv", "nce", "identity", "r1", "style", "lattice", "colour"}
     assert all(torch.isfinite(v) for v in out.values())
     if cfg.r1_weight:
         assert out["r1"] > 0
-    if cfg.lambda_lattice:  # the penalty enters G's loss with its weight (warm-up identity at step 0)
-        v = {k: float(x) for k, x in out.items()}
+    v = {k: float(x) for k, x in out.items()}
+    if cfg.lambda_lattice or cfg.lambda_colour:  # each term enters G's loss with its weight (identity: warm-up)
         assert v["g_loss"] == pytest.approx(v["g_adv"] + cfg.lambda_nce * v["nce"] + cfg.lambda_identity * v["identity"]
-                                            + cfg.lambda_lattice * v["lattice"], rel=1e-4)
-    else:
-        assert out["lattice"] == 0
+                                            + cfg.lambda_lattice * v["lattice"] + cfg.lambda_colour * v["colour"],
+                                            rel=1e-4)
+    assert (v["lattice"] > 0) == (cfg.lambda_lattice > 0) and (v["colour"] > 0) == (cfg.lambda_colour > 0)
     for name, net in (("G", m.G), ("D", m.D), ("F", m.F)):
         assert any(not torch.equal(a, b) for a, b in zip(before[name], net.parameters())), name
     assert m.step == 1 and m.skipped == {"d": 0, "g": 0}

@@ -1,0 +1,96 @@
+"""The colour report and the colour term: right colour space, and figures that see a collapsed palette."""
+import pytest
+import torch
+
+from cutlib import colour, losses
+
+
+def solid(r, g, b, size=8):
+    return torch.tensor([r, g, b], dtype=torch.float32)[:, None, None].expand(3, size, size)[None]
+
+
+@pytest.mark.parametrize("rgb, lab", [
+    # reference values of the CIE formulas (D65, 2 degrees) for sRGB colours, to 0.05 units
+    ((1.0, 1.0, 1.0), (100.0, 0.0, 0.0)),
+    ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),
+    ((1.0, 0.0, 0.0), (53.24, 80.09, 67.20)),
+    ((0.0, 1.0, 0.0), (87.73, -86.18, 83.18)),
+    ((0.0, 0.0, 1.0), (32.30, 79.19, -107.86)),
+    ((0.5, 0.5, 0.5), (53.39, 0.0, 0.0)),
+    ((1.0, 128 / 255, 0.0), (67.05, 42.83, 74.03)),  # orange, #FF8000
+])
+def test_srgb_to_lab_matches_the_cie_reference_values(rgb, lab):
+    got = colour.srgb_to_lab(solid(*rgb))[0, :, 0, 0]
+    assert got.tolist() == pytest.approx(lab, abs=0.05)
+
+
+def test_the_conversion_is_not_fooled_by_swapped_channels_or_a_missing_gamma():
+    # BGR order would read a red as blue (b* negative); linear values taken as sRGB would brighten grey
+    assert colour.srgb_to_lab(solid(0.8, 0.1, 0.1))[0, 2, 0, 0] > 20
+    assert colour.srgb_to_lab(solid(0.2, 0.2, 0.2))[0, 0, 0, 0] == pytest.approx(21.25, abs=0.1)
+
+
+def test_colourfulness_is_hasler_and_suesstrunks_m():
+    grey = solid(0.5, 0.5, 0.5)
+    assert colour.colourfulness(grey).item() == pytest.approx(0.0, abs=1e-4)
+    # half red, half blue: rg = (255, 0), yb = (127.5, -255); M = sqrt(var rg + var yb) + 0.3 sqrt(mean^2s)
+    img = torch.zeros(1, 3, 2, 2)
+    img[0, 0, 0], img[0, 2, 1] = 1.0, 1.0
+    spread = (127.5 ** 2 + 191.25 ** 2) ** 0.5
+    cast = (127.5 ** 2 + 63.75 ** 2) ** 0.5
+    assert colour.colourfulness(img).item() == pytest.approx(spread + 0.3 * cast, rel=1e-5)
+
+
+def varied_set(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(n, 3, 1, 1, generator=g)
+    return (base + 0.1 * torch.rand(n, 3, 16, 16, generator=g)).clamp(0, 1)
+
+
+def test_the_palette_report_sees_a_collapsed_palette_and_a_lost_hue():
+    photos = varied_set()
+    src = colour.image_stats(photos)
+    kept = colour.palette_report(colour.image_stats(photos * 0.9 + 0.05), src)
+    # every output the same olive cast, with the photo's brightness: what a global colour transfer does
+    olive = torch.tensor([0.45, 0.45, 0.3])[None, :, None, None]
+    cast = olive * photos.mean(1, keepdim=True) / 0.4
+    lost = colour.palette_report(colour.image_stats(cast.clamp(0, 1)), src)
+    assert kept["hue_kept_a"] > 0.95 and kept["hue_kept_b"] > 0.95
+    assert abs(lost["hue_kept_a"]) < 0.5 and lost["palette_spread"] < 0.2 * kept["palette_spread"]
+    assert lost["chroma"] < 0.6 * kept["chroma"] and lost["colourfulness"] < 0.6 * kept["colourfulness"]
+    assert "hue_kept_a" not in colour.palette_report(src)
+
+
+def test_the_palette_report_names_mismatched_sets():
+    with pytest.raises(ValueError, match="pairs each output"):
+        colour.palette_report(colour.image_stats(varied_set(5)), colour.image_stats(varied_set(4)))
+
+
+def test_colour_drift_reads_a_cast_in_lab_units_and_ignores_texture_and_lightness():
+    photo = varied_set(4) * 2 - 1
+    assert losses.colour_drift(photo, photo).item() == pytest.approx(0.0, abs=1e-5)
+    # strokes inside a cell: a zero-mean +-0.3 checkerboard on every channel leaves the cell's mean alone
+    board = torch.ones(16, 16)
+    board[::2, ::2] = board[1::2, 1::2] = -1
+    photo = photo * 0.6  # room for the strokes without clipping
+    textured = photo + 0.3 * board
+    grey = torch.full((1, 3, 16, 16), 0.0)
+    assert losses.colour_drift(grey + 0.5, grey).item() < 0.5  # lighter, same neutral hue
+    tinted = grey.clone()
+    tinted[:, 0] += 0.3  # a red cast
+    drift = losses.colour_drift(tinted, grey).item()
+    assert drift > 10 * losses.colour_drift(textured, photo).item() and drift > 5
+
+
+def test_colour_drift_descends_to_the_source_colours_with_finite_gradients():
+    photo = varied_set(2, seed=1) * 2 - 1
+    fake = torch.zeros_like(photo, requires_grad=True)  # mid grey: the collapsed palette
+    opt = torch.optim.Adam([fake], lr=0.02)
+    start = losses.colour_drift(fake, photo, grid=4).item()
+    for _ in range(150):
+        opt.zero_grad()
+        loss = losses.colour_drift(fake, photo, grid=4)
+        loss.backward()
+        assert torch.isfinite(fake.grad).all()
+        opt.step()
+    assert loss.item() < 0.1 * start
