@@ -54,7 +54,7 @@ from cutlib.swd import descriptors, swd  # noqa: E402
 from cutlib.train import parse_cli  # noqa: E402
 from cutlib.viz import save_pairs_grid  # noqa: E402
 
-FID_FLOOR_OFFLINE = 60.3  # two disjoint real photo sets of 300 and 6,738 (DESIGN.md section 7)
+FID_FLOOR_OFFLINE = 60.3  # two disjoint real photo sets of 300 and 6,738 (docs/metrics.md, the FID floor)
 GRID_PHOTOS = 6
 
 

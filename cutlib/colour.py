@@ -1,5 +1,6 @@
 """Colour without an ImageNet network: CIELAB from sRGB (D65) in torch, so the same conversion serves the
-training loss (differentiable) and the colour report (DESIGN section 8: a sunset keeps its orange).
+training loss (differentiable) and the colour report (docs/recipes.md's colour test: a sunset keeps its
+orange).
 
 The report's figures, per image at a common size, then over a set:
 - chroma: mean CIELAB C* = sqrt(a*^2 + b*^2) over pixels, averaged over images;
@@ -114,6 +115,7 @@ def colour_report(generated: str | os.PathLike, paintings: str | os.PathLike,
     """The colour figures of a folder or zip of outputs beside the paintings' (the targets), and with
     the photo folder they were translated from, the photos' and how much of each photo's cast its output
     kept (outputs paired with photos by name: <photo name>.png; top-up variants left out)."""
+    from .data import DataError
     from .metrics import iter_images
 
     named = {Path(n).stem: img for n, img in iter_images(generated)}
@@ -123,7 +125,7 @@ def colour_report(generated: str | os.PathLike, paintings: str | os.PathLike,
         sources = {Path(n).stem: img for n, img in iter_images(photos)}
         pairs = sorted(set(named) & set(sources))
         if len(pairs) < 2:
-            raise ValueError(f"colour report: fewer than 2 outputs in {generated} are named after a photo of "
+            raise DataError(f"colour report: fewer than 2 outputs in {generated} are named after a photo of "
                              f"{photos} (<photo name>.png); give the folder they were translated from")
         source_stats = stats_of(sources[k] for k in pairs)
         report["photos"] = palette_report(source_stats)

@@ -31,6 +31,21 @@ TAP_NAMES = {
 TAP_LAYERS = tuple(TAP_NAMES)
 
 
+# `make demo` (cutlib.suite) writes <out>/run (the run), <out>/images.zip and <out>/executed/, out being
+# runs/demo. 02's out_dir and 03's run_dir default to that run folder, so that notebooks opened after
+# `make demo`, or 03 after 02 with their defaults, find the same run.
+DEMO_OUT = "runs/demo"
+
+
+def suite_layout(out: str | os.PathLike) -> dict[str, str]:
+    """Where the suite run into `out` puts the run and the zip: 02's out_dir, 03's run_dir and zip_path."""
+    run = str(Path(out) / "run")
+    return {"out_dir": run, "run_dir": run, "zip_path": str(Path(out) / "images.zip")}
+
+
+DEMO_RUN_DIR = suite_layout(DEMO_OUT)["run_dir"]
+
+
 class ConfigError(ValueError):
     """A bad config value; the message names the field and what it accepts."""
 
@@ -67,7 +82,7 @@ class TrainConfig:
     # --- losses ---
     gan_loss: str = "hinge"  # "hinge", "lsgan" or "nonsaturating"
     lambda_gan: float = 1.0  # adversarial weight
-    lambda_proj: float = 1.0  # the projected discriminator's adversarial weight, relative to the PatchGAN's
+    lambda_proj: float = 0.03  # the projected discriminator's adversarial weight, relative to the PatchGAN's (1 overpowers G)
     lambda_style: float = 0.0  # texture loss: G's output's EfficientNet-Lite0 stride-4/8 statistics vs the step's painting's (0: off)
     style_stats: str = "gram"  # the texture loss's statistics: "gram" (Gram matrices) or "meanstd" (per-channel mean and std)
     lambda_lattice: float = 0.0  # penalty on the RMS of a period-4 lattice (G's grid) in the fake beyond the photo's
@@ -99,7 +114,7 @@ class TrainConfig:
     cuda_graph: str = "auto"  # "auto" (on for one-process CUDA training), "on", "off": replay the step as a CUDA graph
     seed: int = 0  # seed for weights, data order and augmentation
     # --- output ---
-    out_dir: str = "runs/demo"  # run folder: config.yaml, ckpt/, metrics.jsonl, samples/
+    out_dir: str = DEMO_RUN_DIR  # run folder: config.yaml, ckpt/, metrics.jsonl, samples/
     log_every: int = 50  # steps between metrics.jsonl lines
     progress_every_s: float = 30.0  # seconds between progress lines where output is kept (papermill, logs, Kaggle)
     sample_every: int = 1_000  # steps between sample grids (0: off)
@@ -203,7 +218,8 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike, **overrides) -> "TrainConfig":
-        d = load_yaml(path)
+        """A run's config.yaml, or a params file (the keys it holds for the notebooks alone left out)."""
+        d = training_fields(path)
         d.update(overrides)
         return cls.from_dict(d)
 
@@ -234,6 +250,15 @@ def load_yaml(path: str | os.PathLike) -> dict:
     if not isinstance(d, dict):
         raise ConfigError(f"config file {path} must hold a mapping of key: value")
     return d
+
+
+def training_fields(path: str | os.PathLike) -> dict:
+    """A params file's keys, but those it holds for the notebooks alone (02's launcher: nproc; 03's
+    generation: run_dir, zip_path, ...), which every training entry point ignores. Others that are no
+    TrainConfig field stay, so that TrainConfig names them as unknown."""
+    from .nbbuild import NOTEBOOK_ONLY_KEYS  # nbbuild builds on this module
+
+    return {k: v for k, v in load_yaml(path).items() if k not in NOTEBOOK_ONLY_KEYS}
 
 
 def field_help() -> dict[str, str]:

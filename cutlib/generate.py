@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_weights
-from .config import TrainConfig, data_folders
-from .data import DEMO_PHOTOS, list_images, load_rgb, resize_square, to_tensor, to_uint8, to_uint8_chw
+from .config import ConfigError, TrainConfig, data_folders
+from .data import DEMO_PHOTOS, DataError, list_images, load_rgb, resize_square, to_tensor, to_uint8, to_uint8_chw
 from .jobs import JobFailed, JobParser, require_positive, run_job
 from .model import resolve_amp
 from .nets import PAINT_BORDER, build_generator, paint
@@ -53,7 +53,7 @@ def resolve_checkpoint(spec: str | os.PathLike, run_dir: str | os.PathLike | Non
 def load_generator(path: str | os.PathLike, weights: str = "ema", device: str | torch.device = "cpu"):
     """(G in eval mode, info). weights='ema' (default) or 'raw'; info says which were loaded."""
     if weights not in ("ema", "raw"):
-        raise ValueError(f"weights={weights!r}: accepted values are ('ema', 'raw')")
+        raise ConfigError(f"weights={weights!r}: accepted values are ('ema', 'raw')")
     ckpt = load_checkpoint(path)
     cfg = TrainConfig.from_dict(ckpt["config"])
     G = build_generator(cfg)  # the checkpoint's weights replace the fresh init
@@ -88,11 +88,11 @@ def plan_jobs(files: list[Path], min_count: int, max_count: int, top_up: bool, s
     top the count up (unless top_up=False); candidates also cover photos that turn out undecodable."""
     n = len(files)
     if strict and not min_count <= n <= max_count:
-        raise ValueError(f"{n} photos, but a submission needs {min_count}..{max_count} images (strict=True)")
+        raise DataError(f"{n} photos, but a submission needs {min_count}..{max_count} images (strict=True)")
     target = min(n, max_count) if n >= min_count or not top_up else min_count
     candidates = [(f, v) for v in (VARIANTS if top_up else VARIANTS[:1]) for f in files]
     if len(candidates) < target:
-        raise ValueError(f"{n} photos x {len(VARIANTS)} views = {len(candidates)} < min_count={min_count}: "
+        raise DataError(f"{n} photos x {len(VARIANTS)} views = {len(candidates)} < min_count={min_count}: "
                          f"lower min_count (--min-count {n}), or leave top-ups out (--no-top-up) to write "
                          f"only the {n} photos")
     return candidates, target
@@ -276,7 +276,7 @@ def translate_folder(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike
     stems = [p.stem for p in files]
     clash = sorted({s for s in stems if stems.count(s) > 1})
     if clash:
-        raise ValueError(f"photo folder {photo_dir}: {clash[:3]} each name two files (.jpg and .png?); their "
+        raise DataError(f"photo folder {photo_dir}: {clash[:3]} each name two files (.jpg and .png?); their "
                          f"outputs would overwrite each other as <name>.png")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -324,7 +324,7 @@ def diversity(zip_path, photo_dir, n: int = 64, seed: int = 0) -> dict:
     picks = np.random.default_rng(seed).choice(len(names), min(n, len(names)), replace=False)
     pairs = _zip_pairs(zip_path, photo_dir, [names[i] for i in sorted(picks)], 32)
     if len(pairs) < 2:
-        raise ValueError(f"diversity needs 2+ zip entries that match photos in {photo_dir}")
+        raise DataError(f"diversity needs 2+ zip entries that match photos in {photo_dir}")
 
     def spread(arrs):
         x = np.stack(arrs).reshape(len(arrs), -1).astype(np.float64) / 255

@@ -20,8 +20,8 @@ class ProjectRootKernelManager(AsyncMappingKernelManager):
     """Kernels start in the served root (the project), not beside the notebook in notebooks/.
 
     The suite's paths are relative to the project root, where `make demo` and papermill run them: with
-    JupyterLab's default, 03's run_dir "runs/demo" meant notebooks/runs/demo, and 03 did not find the
-    checkpoint that `make demo` had written to runs/demo."""
+    JupyterLab's default, 03's run_dir "runs/demo/run" meant notebooks/runs/demo/run, and 03 did not find
+    the checkpoint that `make demo` had written to runs/demo/run."""
 
     def cwd_for_path(self, path, **kwargs):
         return self.root_dir

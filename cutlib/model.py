@@ -211,6 +211,10 @@ class CUTModel:
         self.scaler_D = torch.amp.GradScaler(self.device.type, init_scale=init_scale)
         self._skips = torch.zeros(2, dtype=torch.int64, device=self.device)  # [d, g]; read at log time
         self.best = {"mifid": math.inf, "step": -1}  # best in-training evaluation so far (ckpt/best.pt)
+        # The time budget's state, kept across resumes: training time spent up to `step`, and the slowly
+        # decaying worst step time the budget keeps in reserve (a resumed run decides to stop as the
+        # unbroken one would).
+        self.train_seconds, self.step_seconds_max = 0.0, 0.0
         self.step = 0
         self.graphs = None
         if resolve_cuda_graph(cfg.cuda_graph, self.device, self.world):
@@ -412,6 +416,7 @@ class CUTModel:
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(), "opt_F": self.opt_F.state_dict(),
             "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
             "skipped": dict(self.skipped), "best": dict(self.best), "rng": rng,
+            "train_seconds": float(self.train_seconds), "step_seconds_max": float(self.step_seconds_max),
         }
 
     def load_state_dict(self, ckpt: dict, path="checkpoint") -> None:
@@ -429,6 +434,9 @@ class CUTModel:
         self.step = int(ckpt["step"])
         self.skipped = dict(ckpt.get("skipped", self.skipped))
         self.best = dict(ckpt.get("best", self.best))
+        # older checkpoints kept no time: their budget starts anew
+        self.train_seconds = float(ckpt.get("train_seconds", 0.0))
+        self.step_seconds_max = float(ckpt.get("step_seconds_max", 0.0))
         rng = ckpt.get("rng", {})
         # RNG states are CPU byte tensors, whatever map_location moved the checkpoint to
         rng = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in rng.items()}

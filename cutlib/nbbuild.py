@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import TrainConfig, field_help
+from .config import DEMO_RUN_DIR, TrainConfig, field_help
 from .nets import PAINT_BORDER
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -17,7 +17,7 @@ SANITY_FIELDS = ("data", "photo_dir", "monet_dir", "image_size", "load_size", "b
 
 # 03 sets no training field; its own parameters, in the same `name: type = value  # help` form.
 GENERATE_PARAMS = (
-    ("run_dir", "str", "runs/demo", "run folder written by 02_train"),
+    ("run_dir", "str", DEMO_RUN_DIR, "run folder written by 02_train (its out_dir; make demo's run)"),
     ("checkpoint", "str", "auto", '"auto" (best.pt if present, else latest.pt), "best", "latest", or a .pt path'),
     ("weights", "str", "ema", '"ema" (the EMA generator, default) or "raw"'),
     ("data", "str", "demo", 'folder laid out like Kaggle\'s (photo_jpg/, monet_jpg/), or "demo"'),
@@ -42,6 +42,11 @@ GENERATE_PARAMS = (
 TRAIN_LAUNCH_PARAMS = (
     ("nproc", "int", 1, "processes for DDP (one per GPU) via torchrun in a subprocess; 1 trains in this kernel"),
 )
+
+
+# Keys a params file may hold for the notebooks alone (02's launcher, 03's generation): `cutlib train -f`
+# and 02 read the same files and ignore these; any other key that is not a TrainConfig field is an error.
+NOTEBOOK_ONLY_KEYS = frozenset(p[0] for p in GENERATE_PARAMS + TRAIN_LAUNCH_PARAMS) - set(TrainConfig.__dataclass_fields__)
 
 
 def _param_line(name: str, typ: str, value, help_: str) -> str:

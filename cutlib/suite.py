@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import ConfigError, closest_keys, load_yaml
+from .config import DEMO_OUT, ConfigError, closest_keys, load_yaml, suite_layout
 from .nbbuild import NOTEBOOK_DIR, NOTEBOOKS
 from .progress import PROGRESS_ENV
 
@@ -38,8 +38,7 @@ def run_suite(params: dict, out: Path, notebook_dir: Path = NOTEBOOK_DIR, only: 
     import papermill
 
     out = Path(out)
-    run_dir = out / "run"
-    params = {"out_dir": str(run_dir), "run_dir": str(run_dir), "zip_path": str(out / "images.zip"), **params}
+    params = {**suite_layout(out), **params}
     names = [n for n in NOTEBOOKS if not only or any(n.startswith(o) for o in only)]
     per_nb = split_params(params, [notebook_dir / n for n in names])
     (out / "executed").mkdir(parents=True, exist_ok=True)
@@ -71,7 +70,7 @@ def _line_progress_in_kernels():
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-f", "--file", help="YAML of parameters (params/*.yaml)")
-    ap.add_argument("--out", default="runs/demo", help="output folder: executed/, run/, images.zip")
+    ap.add_argument("--out", default=DEMO_OUT, help="output folder: executed/, run/, images.zip")
     ap.add_argument("--data", help='data folder laid out like Kaggle\'s, or "demo"')
     ap.add_argument("--only", nargs="*", help="run only these notebooks (prefixes, e.g. 03)")
     a = ap.parse_args(argv)

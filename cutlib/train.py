@@ -13,12 +13,13 @@ from pathlib import Path
 
 import torch
 
-from .colour import colour_panel
 from .checkpoint import link_atomic, load_checkpoint, prune_numbered, save_checkpoint
+from .colour import colour_panel
 from .config import ConfigError, TrainConfig
 from .data import UnpairedDataset, eval_image, make_demo_data, scan_images
 from .distributed import (all_ranks_any, barrier, broadcast_from_rank0, control_group, max_over_ranks, rank_mean,
                           rank_world)
+from .jobs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, USAGE_ERRORS
 from .model import LOSS_KEYS, CUTModel, resolve_amp, resolve_device
 from .progress import TrainProgress, progress_style
 from .schedule import budget_origin, lr_factor_at
@@ -129,7 +130,6 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
 
 def _train(cfg, progress, on_log, until_step, clock, stop: StopRequest) -> dict:
     t_start = clock()
-    t_budget = budget_origin(t_start)  # under the notebook launcher: when 02 launched torchrun
     rank, world = rank_world()
     device = resolve_device(cfg)
     if device.type == "cuda" and world > 1:
@@ -162,6 +162,11 @@ def _train(cfg, progress, on_log, until_step, clock, stop: StopRequest) -> dict:
     if rank == 0:
         cfg.save(out / "config.yaml")
     start = model.step
+    # The budget and the time lr schedule count the run's training time, every resume together: the clock
+    # reading at which a run never stopped would have started (under the notebook launcher, when 02
+    # launched torchrun). A resumed cpu.yaml run goes on annealing where it stopped and ends on the same
+    # total budget; a larger time_budget_hours on resume extends it.
+    t_budget = budget_origin(t_start) - model.train_seconds
     b = cfg.batch_size
     # Global sample k = (step * world + rank) * batch + i: each rank its own shard of the same stream,
     # and one process with world * batch images per step sees exactly the same samples.
@@ -178,6 +183,7 @@ def _train(cfg, progress, on_log, until_step, clock, stop: StopRequest) -> dict:
 
     def checkpoint() -> float:
         t0 = clock()
+        model.train_seconds = t0 - t_budget
         numbered = save_checkpoint(model.state_dict(), ckpt_dir / f"step_{model.step:07d}.pt")
         link_atomic(numbered, latest)
         prune_numbered(ckpt_dir, cfg.keep_ckpts)
@@ -210,19 +216,27 @@ def _train(cfg, progress, on_log, until_step, clock, stop: StopRequest) -> dict:
     stop_signal = 0
     pending: list[tuple[int, dict]] = []
     t_log, steps_since_log, stop_reason = clock(), 0, "steps"
-    step_time_max, ckpt_seconds, t_prev, lr = 0.0, 0.0, clock(), cfg.lr
+    ckpt_seconds, t_prev, lr = 0.0, clock(), cfg.lr
     # a live bar where a person watches, a line every progress_every_s where output is stored (papermill, logs)
     shown = TrainProgress(start, cfg.steps, t_budget, t_prev, cfg.time_budget_hours * 3600,
                           progress_style() if progress and rank == 0 else "off", cfg.progress_every_s)
     metrics_file = open(out / "metrics.jsonl", "a") if rank == 0 else None
     try:
         for photo, monet in loader:
+            # Stop while one more (worst-case) step plus a checkpoint still fits in the budget; checked
+            # before the step, so a resumed run whose budget is spent trains no step (a fresh run trains one).
+            if cfg.time_budget_hours and model.step and all_ranks_any(
+                    cfg.time_budget_hours * 3600 - (clock() - t_budget)
+                    < 2 * model.step_seconds_max + 2 * ckpt_seconds + 1.0,
+                    device, world):
+                stop_reason = "time_budget"
+                break
             lr = model.set_lr(lr_factor_at(model.step, clock() - t_budget, cfg))
             pending.append((model.step, model.train_step(photo, monet)))
             steps_since_log += 1
             now = clock()
             shown.update(model.step, now)
-            step_time_max = max(step_time_max * 0.99, now - t_prev)  # slow-decaying worst case
+            model.step_seconds_max = max(model.step_seconds_max * 0.99, now - t_prev)  # slow-decaying worst case
             t_prev = now
             is_last = model.step >= (until_step or cfg.steps)
             # every rank stops at the same step: the largest signal number any rank has seen (0: none)
@@ -257,12 +271,6 @@ def _train(cfg, progress, on_log, until_step, clock, stop: StopRequest) -> dict:
                     ckpt_seconds = checkpoint()
             if is_last:
                 break
-            if cfg.time_budget_hours:
-                # Stop while one more (worst-case) step plus a checkpoint still fits in the budget.
-                left = cfg.time_budget_hours * 3600 - (clock() - t_budget)
-                if all_ranks_any(left < 2 * step_time_max + 2 * ckpt_seconds + 1.0, device, world):
-                    stop_reason = "time_budget"
-                    break
     finally:
         shown.close(t_prev)
         if metrics_file:
@@ -299,7 +307,9 @@ USAGE = """usage: python -m cutlib.train [-h] [-f FILE.yaml] [--FIELD VALUE | --
 
 Trains CUT, photo -> Monet. Writes <out_dir>/{config.yaml, metrics.jsonl, ckpt/, samples/}, then prints a
 JSON summary. -f reads fields from a YAML file (params/*.yaml); each --FIELD VALUE after it overrides one,
-the value read as YAML (--steps 2000  --nce_layers 0,4,8  --diffaug ''  --resume true).
+the value read as YAML (--steps 2000  --nce_layers 0,4,8  --diffaug ''  --resume true). Keys a params file
+holds for the notebooks alone are ignored here: nproc (02's launcher; here, run under torchrun) and 03's
+run_dir, checkpoint, zip_path and the other generation keys.
 Progress: a live bar on a terminal; one line every progress_every_s seconds when the output goes to a file
 or a pipe (CUTLIB_PROGRESS=bar|lines|off chooses). With time_budget_hours, against the budget."""
 
@@ -327,18 +337,16 @@ def parse_cli(argv: list[str]) -> TrainConfig:
     """`-f file.yaml` then `--field value` overrides (values parsed as YAML scalars)."""
     import yaml
 
-    from .config import load_yaml
+    from .config import training_fields
 
     d: dict = {}
     i = 0
     while i < len(argv):
         a = argv[i]
         if a in ("-f", "--file"):
-            from .nbbuild import GENERATE_PARAMS
-
-            # a params file also feeds 03_generate_zip; its keys are not training fields
-            generate_only = {p[0] for p in GENERATE_PARAMS} - set(TrainConfig.__dataclass_fields__)
-            d.update({k: v for k, v in load_yaml(argv[i + 1]).items() if k not in generate_only})
+            if i + 1 >= len(argv):
+                raise ConfigError(f"{a} needs a YAML file")
+            d.update(training_fields(argv[i + 1]))
             i += 2
         elif a.startswith("--"):
             key, eq, val = a[2:].partition("=")
@@ -359,7 +367,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "-h" in argv or "--help" in argv:
         print(cli_help())
-        return 0
+        return EXIT_OK
+    rank = 0
     try:
         cfg = parse_cli(argv)
         if distributed and not torch.distributed.is_initialized():
@@ -367,9 +376,12 @@ def main(argv=None) -> int:
             torch.distributed.init_process_group(backend)
         rank = rank_world()[0]
         summary = train(cfg)
-    except (ConfigError, ValueError, NonFiniteLossError) as e:
+    except USAGE_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except TrainingInterrupted as e:
         if rank_world()[0] == 0:
             print(json.dumps(e.summary))  # the launcher (cutlib.launch) reads this line
@@ -384,7 +396,7 @@ def main(argv=None) -> int:
             torch.distributed.destroy_process_group()
     if rank == 0:
         print(json.dumps(summary))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

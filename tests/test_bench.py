@@ -56,7 +56,8 @@ def test_gpu_curves_trains_two_recipes_and_the_curve_bench_scores_each_checkpoin
     curve = json.loads((tmp_path / "o" / "curve.json").read_text())
     for run, points in curve["runs"].items():
         for step, p in points.items():
-            assert p["step"] == int(step) and p["fid"] > 0 and p["kid_x1000"] >= 0
+            # quality.py clamps KID at 0: > 0, not >= 0, is what can fail (4-step generators are far off)
+            assert p["step"] == int(step) and p["fid"] > 0 and p["kid_x1000"] > 0
             assert set(p["swd_levels"]) == {"256", "128", "64", "32", "16"} and Path(p["grid"]).is_file()
         assert points["3"]["fid"] != points["6"]["fid"]  # two checkpoints, two generators
     assert curve["runs"]["residual"]["6"]["fid"] != curve["runs"]["baseline"]["6"]["fid"]
@@ -80,7 +81,9 @@ def test_quality_bench_runs_configurations_side_by_side(tmp_path):
                     "--run", "resid: --residual_output true --lambda_gan 2")
     assert out["photos"] == 8 and set(out["results"]) == {"plain", "resid"}
     for name, r in out["results"].items():
-        assert r["steps"] == 4 and r["ema"]["fid"] > 0 and r["ema"]["kid_std_x1000"] >= 0
+        # KID is clamped at 0 and its std over subsets of all 8 images is ~0 by construction: what can fail
+        # is a KID that does not see 4-step outputs as far from the paintings
+        assert r["steps"] == 4 and r["ema"]["fid"] > 0 and r["ema"]["kid_x1000"] > 0
         assert r["ema"]["swd"] > 0 and len(r["ema"]["swd_levels"]) == 5  # texture beside FID
         assert (tmp_path / "q" / f"{name}_grid.png").is_file()
     assert "--residual_output true --lambda_gan 2" in out["runs"]["resid"]
@@ -183,7 +186,10 @@ def test_spectrum_taps_blur_the_backbone_as_backbone_antialias_does(demo_root, c
     spectrum.main(["taps", "--photos", str(demo_root / "photo_jpg"), "--n", "2", "--size", "64", "--push-size", "128"])
     out = json.loads(capsys.readouterr().out)
     plain, stem_only, fixed = out["blur_first_0"], out["blur_first_1"], out["blur_first_5"]
-    assert plain["imagenet_cos"] == [1.0] * 4 and all(c < 1 for c in fixed["imagenet_cos"])
+    # imagenet_cos compares each net's maps with the plain backbone's (blur_first_0 is that reference, 1 by
+    # construction): blurring moves the maps away, and blurring more moves them further, at every tap
+    assert all(c < 1 for c in stem_only["imagenet_cos"] + fixed["imagenet_cos"])
+    assert all(f <= s for f, s in zip(fixed["imagenet_cos"], stem_only["imagenet_cos"]))
     # the stride-4 map's push: a lattice from the plain backbone and with the stem alone blurred, flat when
     # both of its stride-2 convs blur
     assert plain["push_spread"][0] > 0.3 and stem_only["push_spread"][0] > 0.3 and fixed["push_spread"][0] < 1e-3

@@ -8,7 +8,19 @@ from cutlib.config import ConfigError, TrainConfig, field_help
 PARAMS = Path(__file__).resolve().parent.parent / "params"
 
 
-def test_defaults_are_the_baseline_recipe():
+def test_the_defaults_are_params_baseline_but_for_the_discriminator_and_where_a_run_goes():
+    """docs/library.md says so: a recipe change to baseline.yaml that forgets TrainConfig (or the reverse)
+    fails here, and `discriminator: patch+projected` alone gets the measured weight, not 1."""
+    differ = {"discriminator": ("patch", "patch+projected"), "data": ("demo", "/kaggle/input/gan-getting-started"),
+              "out_dir": ("runs/demo/run", "runs/baseline"), "num_workers": (2, 4), "log_every": (50, 100),
+              "sample_every": (1000, 2000), "eval_every": (0, 5000)}
+    default, baseline = TrainConfig().to_dict(), TrainConfig.load(PARAMS / "baseline.yaml").to_dict()
+    assert {k: (default[k], baseline[k]) for k in default if default[k] != baseline[k]} == differ
+    assert TrainConfig(discriminator="patch+projected").to_dict() == {**baseline, **{k: default[k] for k in differ
+                                                                                    if k != "discriminator"}}
+
+
+def test_defaults_are_the_official_cut_constants():
     c = TrainConfig()
     assert (c.image_size, c.load_size, c.batch_size, c.steps) == (256, 286, 1, 50_000)
     assert (c.lr, c.beta1, c.beta2, c.lr_decay_start) == (2e-4, 0.5, 0.999, 0.5)

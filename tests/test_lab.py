@@ -287,8 +287,9 @@ def test_01_sanity_runs_from_the_ui(page, lab, smoke):
 
 @pytest.fixture(scope="module")
 def trained_run(lab, smoke):
-    """A checkpoint where `make demo` leaves one, <project>/runs/demo, from 4 real training steps at 32 px."""
-    from cutlib.config import TrainConfig
+    """A checkpoint where `make demo` leaves one (cutlib.suite's layout under runs/demo), from 4 real
+    training steps at 32 px: 03's default run_dir must find it there."""
+    from cutlib.config import DEMO_OUT, TrainConfig, suite_layout
     from cutlib.data import make_demo_data
     from cutlib.train import train
 
@@ -296,7 +297,7 @@ def trained_run(lab, smoke):
         demo = make_demo_data(lab["env"]["CUTLIB_DEMO_DIR"])  # made by the fixture `lab`: found complete
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         cfg = TrainConfig(**{**{k: v for k, v in smoke.items() if k in fields}, "data": str(demo),
-                             "eval_every": 0, "out_dir": str(lab["project"] / "runs" / "demo")})
+                             "eval_every": 0, "out_dir": str(lab["project"] / suite_layout(DEMO_OUT)["out_dir"])})
         train(cfg, progress=False)
     return Path(cfg.out_dir)
 
@@ -306,7 +307,7 @@ def test_03_generate_zip_runs_from_the_ui(page, lab, smoke, trained_run):
 
     with timed("03_generate_zip open"):
         panel = open_notebook(page, lab, "03_generate_zip.ipynb")
-    # run_dir keeps its default "runs/demo", relative to the project root as for `make demo` (the kernel's cwd)
+    # run_dir keeps its default, relative to the project root as for `make demo` (the kernel's cwd)
     set_smoke_parameters(panel, page, "03_generate_zip.ipynb", smoke)
     # No MiFID here: Inception on CPU took 2 of this test's 2.5 minutes; test_notebooks runs it through papermill
     set_parameter(panel, page, "evaluate", False)

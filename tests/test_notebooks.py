@@ -64,17 +64,22 @@ def suite_env(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_suite_runs_end_to_end_on_demo_data(suite_env):
     from cutlib.checkpoint import load_checkpoint
-    from cutlib.config import load_yaml
-    from cutlib.generate import validate_zip
+    from cutlib.config import DEMO_OUT, load_yaml
+    from cutlib.generate import resolve_checkpoint, validate_zip
     from cutlib.suite import run_suite
 
-    out = suite_env / "out"
+    out = suite_env / DEMO_OUT  # where `make demo` writes, under suite_env instead of the project
     run_suite(load_yaml(ROOT / "params/smoke.yaml"), out)
     for name in NOTEBOOKS:
         assert (out / "executed" / name).is_file()
     ckpt = load_checkpoint(out / "run/ckpt/latest.pt")
     assert ckpt["step"] == 4 and ckpt["ema_G"]["shadow"]
     assert (out / "run/ckpt/best.pt").is_file()
+    # 03 opened after `make demo`, run_dir left at its default (relative to where make demo ran), finds
+    # the suite's run; and so does 03 after 02, both at their defaults
+    run_dir = {p[0]: p[2] for p in GENERATE_PARAMS}["run_dir"]
+    assert resolve_checkpoint("auto", suite_env / run_dir) == out / "run/ckpt/best.pt"
+    assert TrainConfig().out_dir == run_dir
     assert validate_zip(out / "images.zip", 30, 30)["count"] == 30  # 200 demo photos, max_count 30
     with zipfile.ZipFile(out / "images.zip") as zf:
         assert Image.open(zf.open(zf.namelist()[0])).size == (256, 256)

@@ -252,6 +252,48 @@ def test_time_schedule_decays_the_lr_to_zero_by_a_budget_stop_on_a_fake_clock(ti
                for x in Path(plain.out_dir, "metrics.jsonl").read_text().splitlines())
 
 
+def test_a_time_budgeted_run_stopped_half_way_resumes_its_lr_and_its_budget_exactly(tiny_cfg, tmp_path, monkeypatch):
+    """params/cpu.yaml and kaggle.yaml anneal the lr over time_budget_hours. Stopped half-way (until_step
+    saves as a stop signal does) and resumed by a new process, whose clock reads anything, the run takes
+    the same lr at every step, stops on its budget at the same step, and ends with the same weights."""
+    now = [0.0]
+    step = CUTModel.train_step
+
+    def one_second_step(self, *a):  # each step takes one second of the fake clock; nothing else takes any
+        now[0] += 1.0
+        return step(self, *a)
+
+    monkeypatch.setattr(CUTModel, "train_step", one_second_step)
+    clock = lambda: now[0]  # noqa: E731
+    kw = dict(steps=10**4, time_budget_hours=24 / 3600, lr_schedule="time", log_every=1, ckpt_every=10**4,
+              sample_every=0)
+    whole = tiny_cfg(**kw, out_dir=str(tmp_path / "whole"))
+    unbroken = train(whole, progress=False, clock=clock)
+    assert unbroken["stop_reason"] == "time_budget" and unbroken["step"] > 10
+
+    now[0] = 0.0
+    part = tiny_cfg(**kw, out_dir=str(tmp_path / "part"))
+    assert train(part, progress=False, clock=clock, until_step=unbroken["step"] // 2)["stop_reason"] == "until_step"
+    now[0] = 5000.0  # a new process, hours later
+    resumed = train(tiny_cfg(**kw, out_dir=part.out_dir, resume=True), progress=False, clock=clock)
+    assert (resumed["step"], resumed["stop_reason"]) == (unbroken["step"], "time_budget")
+
+    def lrs(cfg):
+        return [(r["step"], r["lr"]) for r in map(json.loads, Path(cfg.out_dir, "metrics.jsonl").read_text().splitlines())]
+
+    assert lrs(part) == lrs(whole)
+    assert lrs(whole)[-1][1] <= 0.25 * whole.lr  # annealed (the reserve is 3 s of 24), not restarted at full lr
+    a, b = load_checkpoint(f"{whole.out_dir}/ckpt/latest.pt"), load_checkpoint(f"{part.out_dir}/ckpt/latest.pt")
+    assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"]) and a["train_seconds"] == b["train_seconds"]
+
+    # spent: resuming once more trains nothing; a larger budget on resume extends the run deliberately
+    again = train(tiny_cfg(**kw, out_dir=part.out_dir, resume=True), progress=False, clock=clock)
+    assert (again["start_step"], again["step"]) == (unbroken["step"], unbroken["step"])
+    longer = train(tiny_cfg(**{**kw, "time_budget_hours": 36 / 3600}, out_dir=part.out_dir, resume=True),
+                   progress=False, clock=clock)
+    assert unbroken["step"] + 5 < longer["step"] and longer["stop_reason"] == "time_budget"
+
+
 def test_cli_help_lists_every_field_with_type_default_and_help_in_its_group():
     import subprocess
     import sys
