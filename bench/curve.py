@@ -44,8 +44,8 @@ from cutlib.checkpoint import atomic_write  # noqa: E402
 from cutlib.colour import colour_panel, palette_report  # noqa: E402
 from cutlib.data import eval_image, list_images, load_rgb  # noqa: E402
 from cutlib.generate import load_generator, translate_files  # noqa: E402
+from cutlib.hardware import resolve_amp, resolve_device  # noqa: E402
 from cutlib.metrics import InceptionFeatures, default_cache_dir  # noqa: E402
-from cutlib.model import resolve_amp  # noqa: E402
 from cutlib.nets import PAINT_BORDER, PAINT_PHASES, paint  # noqa: E402
 from cutlib.swd import swd  # noqa: E402
 from cutlib.viz import colour_scatter, save_pairs_grid  # noqa: E402
@@ -277,7 +277,7 @@ def main(argv=None):
     a.out = a.out or Path("curves")
     if not a.runs or a.photos is None or a.paintings is None:
         ap.error("give run folders, --photos and --paintings (or --quick)")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
+    device = resolve_device(a.device).type
     wanted = None if a.steps == "all" else {int(s) for s in a.steps.split(",") if s.strip()}
     photos, monets = list_images(a.photos, "--photos"), list_images(a.paintings, "--paintings")
     a.out.mkdir(parents=True, exist_ok=True)

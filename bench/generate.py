@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cutlib.data import eval_image, list_images, make_demo_data  # noqa: E402
 from cutlib.generate import translate_files, validate_zip, write_zip  # noqa: E402
-from cutlib.model import native_bf16  # noqa: E402
+from cutlib.hardware import native_bf16  # noqa: E402
 from cutlib.nets import Generator, init_weights  # noqa: E402
 
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(BENCH.parent))
 import generate as generate_bench  # noqa: E402
 import train_step  # noqa: E402
 from cutlib.config import TrainConfig  # noqa: E402
-from cutlib.model import native_bf16  # noqa: E402
+from cutlib.hardware import native_bf16  # noqa: E402
 
 
 def emit(rec: dict, sink: list) -> None:

@@ -49,7 +49,7 @@ from cutlib.colour import stats_of  # noqa: E402
 from cutlib.data import eval_image, list_images, load_rgb, make_demo_data  # noqa: E402
 from cutlib.generate import load_generator, translate_files  # noqa: E402
 from cutlib.metrics import InceptionFeatures, default_cache_dir, scores  # noqa: E402
-from cutlib.model import resolve_amp  # noqa: E402
+from cutlib.hardware import resolve_amp  # noqa: E402
 from cutlib.swd import descriptors, swd  # noqa: E402
 from cutlib.train import parse_cli  # noqa: E402
 from cutlib.viz import save_pairs_grid  # noqa: E402

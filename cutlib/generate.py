@@ -18,8 +18,8 @@ from PIL import Image
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_weights
 from .config import ConfigError, TrainConfig, data_folders
 from .data import DEMO_PHOTOS, DataError, list_images, load_rgb, resize_square, to_tensor, to_uint8, to_uint8_chw
+from .hardware import resolve_amp, resolve_device
 from .jobs import JobFailed, JobParser, require_positive, run_job
-from .model import resolve_amp
 from .nets import PAINT_BORDER, build_generator, paint
 from .stopping import release_held_signals, signals_held
 
@@ -61,11 +61,6 @@ def load_generator(path: str | os.PathLike, weights: str = "ema", device: str | 
     load_weights(G, state, "EMA generator" if weights == "ema" else "generator", path)
     info = {"path": str(path), "weights": weights, "step": int(ckpt["step"]), "image_size": cfg.image_size}
     return G.to(device).eval().requires_grad_(False), info
-
-
-def resolve_device_name(device: str) -> torch.device:
-    """'auto' (CUDA when there is one), 'cpu' or 'cuda'."""
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
 
 
 def _view(im: Image.Image, variant: str, size: int) -> torch.Tensor:
@@ -242,7 +237,7 @@ def generate_zip(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, zi
     import time
 
     t0 = time.time()
-    dev = resolve_device_name(device)
+    dev = resolve_device(device)
     G, info = load_generator(checkpoint, weights, dev)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one batch shape throughout: pick the fastest convs once
@@ -270,7 +265,7 @@ def translate_folder(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike
     import time
 
     t0 = time.time()
-    dev = resolve_device_name(device)
+    dev = resolve_device(device)
     G, info = load_generator(checkpoint, weights, dev)
     files = list_images(photo_dir, "photo folder")
     stems = [p.stem for p in files]

@@ -22,6 +22,7 @@ from PIL import Image
 
 from .colour import colour_report
 from .data import IMAGE_EXTS, DataError, list_images, load_rgb
+from .hardware import resolve_device
 from .swd import MAX_IMAGES, swd_of_images
 
 FEATURE_DIM = 2048
@@ -294,8 +295,7 @@ def evaluate(generated: str | os.PathLike, real: str | os.PathLike, weights: str
     set, evenly spaced by name, and the colour figures (`colour`: cutlib.colour.colour_report; with the
     `photos` they were translated from, how much of each photo's colour each output kept). The real set's
     features are cached (by content) under cache_dir."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device).type
     extractor = extractor or InceptionFeatures(weights, device, batch_size)
     cache = default_cache_dir() if cache_dir == "default" else cache_dir
     real_feats = features_of(real, extractor, cache, progress)

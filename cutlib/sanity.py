@@ -30,10 +30,10 @@ class Report:
         print(f"[{self.rows[-1][1]}] {name}: {self.rows[-1][2]}")
 
     def environment(self):
-        from .model import resolve_amp, resolve_device
+        from .hardware import resolve_amp, resolve_device
 
         def check():
-            device = resolve_device(self.cfg)
+            device = resolve_device(self.cfg.device)
             amp = resolve_amp(self.cfg.amp, device)
             parts = [f"python {platform.python_version()}", f"torch {torch.__version__}", f"device {device}",
                      f"amp {str(amp).replace('torch.', '') if amp else 'off'}", f"threads {torch.get_num_threads()}"]
@@ -82,7 +82,8 @@ class Report:
         """One real training step on real data (finite losses), then timed steps for s/step and the ETA;
         returns a photo -> output grid from the (barely trained) EMA generator."""
         from .data import UnpairedDataset, eval_image
-        from .model import CUTModel, resolve_device
+        from .hardware import resolve_device
+        from .model import CUTModel
         from .progress import budget_outlook, checkpoint_hint, eta_text
         from .viz import pairs_grid
 
@@ -92,7 +93,7 @@ class Report:
             if "photos" not in self.facts:
                 raise RuntimeError("no data (see the data check)")
             cfg = self.cfg
-            model = CUTModel(cfg, resolve_device(cfg))
+            model = CUTModel(cfg, resolve_device(cfg.device))
             ds = UnpairedDataset(self.facts["photos"], self.facts["monets"], cfg.image_size, cfg.load_size,
                                  cfg.flip, cfg.seed, 10**6)
             batch = [ds[k] for k in range(cfg.batch_size)]

@@ -19,8 +19,9 @@ from .config import ConfigError, TrainConfig
 from .data import UnpairedDataset, eval_image, make_demo_data, scan_images
 from .distributed import (all_ranks_any, barrier, broadcast_from_rank0, control_group, max_over_ranks, rank_mean,
                           rank_world)
+from .hardware import resolve_amp, resolve_device
 from .jobs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, USAGE_ERRORS
-from .model import LOSS_KEYS, CUTModel, resolve_amp, resolve_device
+from .model import LOSS_KEYS, CUTModel
 from .progress import TrainProgress, progress_style
 from .schedule import budget_origin, lr_factor_at
 from .stopping import StopNow, StopRequest, TrainingInterrupted, exit_status, signal_name
@@ -131,7 +132,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
 def _train(cfg, progress, on_log, until_step, clock, stop: StopRequest) -> dict:
     t_start = clock()
     rank, world = rank_world()
-    device = resolve_device(cfg)
+    device = resolve_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
@@ -372,7 +373,7 @@ def main(argv=None) -> int:
     try:
         cfg = parse_cli(argv)
         if distributed and not torch.distributed.is_initialized():
-            backend = "nccl" if resolve_device(cfg).type == "cuda" else "gloo"
+            backend = "nccl" if resolve_device(cfg.device).type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend)
         rank = rank_world()[0]
         summary = train(cfg)

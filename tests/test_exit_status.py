@@ -25,6 +25,14 @@ def test_the_table_is_the_one_the_readme_states():
         assert row in readme, row
 
 
+def status(main, argv) -> int:
+    """What the process would exit with: main's return value, or argparse's SystemExit for a usage error."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
 def train_args(demo_root, tmp_path, *more):
     return ["--data", str(demo_root), "--out_dir", str(tmp_path / "run"), *TINY, *more]
 
@@ -61,10 +69,11 @@ def checkpoint(tiny_cfg, tmp_path):
 
 def test_generate_exit_statuses(checkpoint, demo_root, tmp_path, monkeypatch):
     base = ["--checkpoint", str(checkpoint), "--photos", str(demo_root / "photo_jpg"), "--gen-size", "32",
-            "--device", "cpu", "--workers", "0"]
+            "--device", "cpu", "--workers", "1"]
     assert generate.main([*base, "--out", str(tmp_path / "png")]) == EXIT_OK
     assert generate.main([*base, "--zip", str(tmp_path / "a.zip"), "--strict"]) == EXIT_BAD_INPUT  # 12 photos
-    assert generate.main(["--checkpoint", str(tmp_path / "none.pt")]) == EXIT_BAD_INPUT
+    assert generate.main(["--checkpoint", str(tmp_path / "none.pt"), "--zip", str(tmp_path / "n.zip")]) == EXIT_BAD_INPUT
+    assert status(generate.main, [*base, "--gen-size", "0"]) == EXIT_BAD_INPUT  # argparse's usage error
 
     def invalid(*a, **k):
         raise generate.ZipValidationError("entry 3 is 255x256")
@@ -89,6 +98,7 @@ def test_evaluate_exit_statuses(demo_root, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(metrics, "evaluate", lambda *a, **k: {"fid": 1.0})  # Inception's own tests: test_metrics
     assert evaluate.main(args) == EXIT_OK
     assert evaluate.main([str(tmp_path / "missing.zip"), *args[1:]]) == EXIT_BAD_INPUT
+    assert status(evaluate.main, [*args, "--batch", "0"]) == EXIT_BAD_INPUT
 
     def out_of_memory(*a, **k):
         raise RuntimeError("CUDA out of memory")

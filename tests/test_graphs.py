@@ -7,7 +7,8 @@ import torch
 
 from cutlib.checkpoint import load_checkpoint, save_checkpoint
 from cutlib.config import ConfigError
-from cutlib.model import LOSS_KEYS, CUTModel, resolve_cuda_graph
+from cutlib.hardware import resolve_cuda_graph
+from cutlib.model import LOSS_KEYS, CUTModel
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 

@@ -65,19 +65,19 @@ def test_bf16_on_cpu_trains_like_fp32_within_bf16_precision(tiny_cfg):
 
 
 def test_amp_auto_picks_bf16_only_on_cpus_with_bf16_units(tmp_path, monkeypatch):
-    from cutlib import model
+    from cutlib import hardware
 
     flags = tmp_path / "cpuinfo"
     flags.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f amx_tile amx_bf16\n")
-    assert model.native_cpu_bf16(str(flags))
+    assert hardware.native_cpu_bf16(str(flags))
     flags = tmp_path / "cpuinfo-avx512"  # another file: the answer is cached per path
     flags.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
-    assert not model.native_cpu_bf16(str(flags))  # AVX-512 alone converts bf16 to fp32: slower than fp32
+    assert not hardware.native_cpu_bf16(str(flags))  # AVX-512 alone converts bf16 to fp32: slower than fp32
     cpu = torch.device("cpu")
     for native, want in ((True, torch.bfloat16), (False, None)):
-        monkeypatch.setattr(model, "native_cpu_bf16", lambda native=native: native)
-        assert model.resolve_amp("auto", cpu) == want
-        assert model.resolve_amp("off", cpu) is None and model.resolve_amp("bf16", cpu) == torch.bfloat16
+        monkeypatch.setattr(hardware, "native_cpu_bf16", lambda native=native: native)
+        assert hardware.resolve_amp("auto", cpu) == want
+        assert hardware.resolve_amp("off", cpu) is None and hardware.resolve_amp("bf16", cpu) == torch.bfloat16
 
 
 @pytest.mark.slow
