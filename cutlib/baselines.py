@@ -2,20 +2,18 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-_M_RGB2XYZ = np.array([[0.4124564, 0.3575761, 0.1804375],
-                       [0.2126729, 0.7151522, 0.0721750],
-                       [0.0193339, 0.1191920, 0.9503041]])
-_WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
+from .colour import D65_WHITE, RGB_TO_XYZ, srgb_to_lab
+
+_M_RGB2XYZ = np.array(RGB_TO_XYZ)
+_WHITE_D65 = np.array(D65_WHITE)
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """uint8 sRGB (..., 3) -> CIE Lab (D65), float64."""
-    c = rgb.astype(np.float64) / 255.0
-    lin = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
-    xyz = lin @ _M_RGB2XYZ.T / _WHITE_D65
-    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+    """uint8 sRGB (..., 3) -> CIE Lab (D65), float64: cutlib.colour's conversion, channels last."""
+    pixels = torch.from_numpy(rgb.reshape(-1, 3).T.astype(np.float64) / 255.0)[:, :, None]  # (3, N, 1)
+    return srgb_to_lab(pixels)[:, :, 0].T.numpy().reshape(rgb.shape)
 
 
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:

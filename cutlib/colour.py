@@ -24,10 +24,10 @@ from PIL import Image
 REPORT_SIZE = 128  # every image is measured at this size, so a set's figures do not depend on its resolution
 
 # sRGB's linear RGB -> XYZ (IEC 61966-2-1) and the D65 white it maps (1, 1, 1) to.
-_RGB_TO_XYZ = ((0.4124564, 0.3575761, 0.1804375),
+RGB_TO_XYZ = ((0.4124564, 0.3575761, 0.1804375),
                (0.2126729, 0.7151522, 0.0721750),
                (0.0193339, 0.1191920, 0.9503041))
-_D65 = (0.95047, 1.0, 1.08883)
+D65_WHITE = (0.95047, 1.0, 1.08883)
 _DELTA = 6 / 29
 
 
@@ -41,11 +41,12 @@ def _lab_f(t: torch.Tensor) -> torch.Tensor:
 
 
 def srgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """(..., 3, H, W) sRGB in [0, 1] -> CIELAB (L* in [0, 100], a*, b* roughly in [-128, 127]), D65, fp32."""
-    r, g, b = srgb_to_linear(rgb.float().clamp(0, 1)).unbind(-3)
+    """(..., 3, H, W) sRGB in [0, 1] -> CIELAB (L* in [0, 100], a*, b* roughly in [-128, 127]), D65; fp32,
+    or fp64 for fp64 input."""
+    r, g, b = srgb_to_linear(rgb.to(torch.promote_types(rgb.dtype, torch.float32)).clamp(0, 1)).unbind(-3)
     # sums of tensors times Python floats: no constant tensor to copy to the device (a host-to-device copy
     # cannot run inside a captured CUDA graph, where the training step may run)
-    fx, fy, fz = (_lab_f((m0 * r + m1 * g + m2 * b) / white) for (m0, m1, m2), white in zip(_RGB_TO_XYZ, _D65))
+    fx, fy, fz = (_lab_f((m0 * r + m1 * g + m2 * b) / white) for (m0, m1, m2), white in zip(RGB_TO_XYZ, D65_WHITE))
     return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=-3)
 
 
