@@ -31,7 +31,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cutlib.data import list_images  # noqa: E402
-from cutlib.nets import paint  # noqa: E402
+from cutlib.painting import paint  # noqa: E402
 from spectrum import checkpoint_steps, load_trained, training_crops  # noqa: E402
 
 ROWS, COLS = 1 / 16, 7 / 64  # the mark's extent at 128 px: 8 rows, 14 columns

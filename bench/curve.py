@@ -46,7 +46,7 @@ from cutlib.data import eval_image, list_images, load_rgb  # noqa: E402
 from cutlib.generate import load_generator, translate_files  # noqa: E402
 from cutlib.hardware import resolve_amp, resolve_device  # noqa: E402
 from cutlib.metrics import InceptionFeatures, default_cache_dir  # noqa: E402
-from cutlib.nets import PAINT_BORDER, PAINT_PHASES, paint  # noqa: E402
+from cutlib.painting import PAINT_BORDER, PAINT_PHASES, paint  # noqa: E402
 from cutlib.swd import swd  # noqa: E402
 from cutlib.viz import colour_scatter, save_pairs_grid  # noqa: E402
 
@@ -263,7 +263,7 @@ def main(argv=None):
                     help=f"G paints photos with this many reflected pixels above and left, as the zip does "
                     f"(default {PAINT_BORDER}; 0: as G paints them, the curves before 2026-12-06)")
     ap.add_argument("--shifts", type=int, default=1, choices=sorted(PAINT_PHASES),
-                    help="the mean of this many paints at the phases of G's 4-px grid (cutlib.nets.paint; default 1)")
+                    help="the mean of this many paints at the phases of G's 4-px grid (cutlib.painting.paint; default 1)")
     ap.add_argument("--fid-weights", default="", help="FID TorchScript (.pt, or the fp16 .pt.xz copy)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="G's autocast")

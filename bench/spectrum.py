@@ -22,7 +22,7 @@ to it), and `step_power`, the step's mean power there, to say whose push is the 
 the whole step's size, per pixel; `edges`: its size along each border over its size inside).
 `outputs`: the same measure on the EMA generator's outputs (256 px) for held-out photos, beside the
 photos themselves; with `--shifts`, also on the mean of that many paints over the phases of G's 4-px
-grid (cutlib.nets.paint), which cancels a lattice locked to that grid.
+grid (cutlib.painting.paint), which cancels a lattice locked to that grid.
 `taps`: which of the projected D's frozen EfficientNet stride-2 convs must blur for each of its four
 tapped maps (strides 4, 8, 16, 32) to send G a gradient without a lattice. For the plain backbone and
 with its first k stride-2 convs blurred (k = 1..5, the stem first; k = 5 is `backbone_antialias`), per
@@ -58,7 +58,7 @@ from cutlib.data import eval_image, list_images  # noqa: E402
 from cutlib.discriminators import adversarial_weights  # noqa: E402
 from cutlib.generate import load_generator  # noqa: E402
 from cutlib.model import build_networks  # noqa: E402
-from cutlib.nets import paint  # noqa: E402
+from cutlib.painting import paint  # noqa: E402
 from cutlib.projection import _strided, frozen_lite0  # noqa: E402
 
 # lattice frequencies in cycles per pixel (fy, fx): where grids of period 2, 4 and 8 px put their energy
@@ -267,7 +267,7 @@ def main(argv=None) -> int:
                    "map's receptive field must leave its centre free of border effects)")
     p.add_argument("--steps", default="", help="outputs, grad with runs: comma-separated checkpoint steps (default: the last)")
     p.add_argument("--shifts", default="1", help="outputs: comma-separated paints per photo averaged over the "
-                   "phases of G's grid (cutlib.nets.paint), each scored as run@step/shiftsN")
+                   "phases of G's grid (cutlib.painting.paint), each scored as run@step/shiftsN")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="grad: config overrides, e.g. --set discriminator=patch+projected")
     a = p.parse_args(argv)

@@ -20,7 +20,8 @@ from .config import ConfigError, TrainConfig, data_folders
 from .data import DEMO_PHOTOS, DataError, list_images, load_rgb, resize_square, to_tensor, to_uint8, to_uint8_chw
 from .hardware import resolve_amp, resolve_device
 from .jobs import JobFailed, JobParser, require_positive, run_job
-from .nets import PAINT_BORDER, build_generator, paint
+from .nets import build_generator
+from .painting import PAINT_BORDER, paint
 from .stopping import release_held_signals, signals_held
 
 SUBMISSION_MIN, SUBMISSION_MAX = 7_000, 10_000
@@ -113,7 +114,7 @@ def translate_files(G: torch.nn.Module, jobs, gen_size: int = 256, out_size: int
                     device="cpu", amp_dtype=None, num_workers: int = 0, progress: bool = False,
                     limit: int | None = None, border: int = PAINT_BORDER, shifts: int = 1):
     """Yield (job_index, uint8 HxWx3 at out_size) for decodable jobs, in order, at most `limit` of them;
-    G paints each photo with `border` reflected pixels above and to the left (cutlib.nets.paint; 0: off),
+    G paints each photo with `border` reflected pixels above and to the left (cutlib.painting.paint; 0: off),
     as the mean of `shifts` paints (1, 4, 8 or 16) when asked (a diagnostic: bench/README.md)."""
     from tqdm.auto import tqdm
 

@@ -25,7 +25,8 @@ from .distributed import rank_world
 from .ema import EMA, ema_beta
 from .graphs import CaptureFailed, StepGraphs
 from .hardware import keep_freed_cpu_memory, resolve_amp, resolve_cuda_graph
-from .nets import PatchSampleMLP, build_generator, init_weights, nce_window, paint, tap_channels
+from .nets import PatchSampleMLP, build_generator, init_weights, nce_window, tap_channels
+from .painting import paint
 from .projection import frozen_lite0
 
 LOSS_KEYS = ("d_loss", "g_loss", "g_adv", "nce", "identity", "r1", "style", "lattice", "colour")

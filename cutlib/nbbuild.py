@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import DEMO_RUN_DIR, TrainConfig, field_help
-from .nets import PAINT_BORDER
+from .painting import PAINT_BORDER
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 

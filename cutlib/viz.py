@@ -75,7 +75,7 @@ def preview_run(cfg, n: int = 6, checkpoint: str = "latest"):
     the first photos by name."""
     from .data import eval_image
     from .generate import load_generator, resolve_checkpoint
-    from .nets import paint
+    from .painting import paint
 
     G, _ = load_generator(resolve_checkpoint(checkpoint, cfg.out_dir))
     photos = torch.stack([eval_image(p, cfg.image_size) for p in preview_photos(cfg, n)])
@@ -117,7 +117,7 @@ def colour_check(cfg, n: int = 64, checkpoint: str = "latest"):
     from .colour import palette_report, stats_of
     from .data import eval_image, list_images, load_rgb
     from .generate import load_generator, resolve_checkpoint
-    from .nets import paint
+    from .painting import paint
 
     G, _ = load_generator(resolve_checkpoint(checkpoint, cfg.out_dir))
     photos = torch.stack([eval_image(p, cfg.image_size) for p in list_images(cfg.photo_path)[:n]])

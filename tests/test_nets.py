@@ -6,7 +6,8 @@ from cutlib.config import TrainConfig
 from cutlib.discriminators import PatchDiscriminator
 from cutlib.model import build_networks
 from cutlib.nets import (TAP_LAYERS, BlurDownsample, BlurUpsample, Generator, PatchSampleMLP, build_generator,
-                         count_params, crop_window, nce_window, paint)
+                         count_params, crop_window, nce_window)
+from cutlib.painting import paint
 
 
 def test_parameter_counts_match_official_cut():
