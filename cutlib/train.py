@@ -216,7 +216,7 @@ def _train(cfg, progress, on_log, until_step, clock, stop: StopRequest) -> dict:
     ctl = control_group(world)
     stop_signal = 0
     pending: list[tuple[int, dict]] = []
-    t_log, steps_since_log, stop_reason = clock(), 0, "steps"
+    t_log, steps_since_log, budget_spent = clock(), 0, False
     ckpt_seconds, t_prev, lr = 0.0, clock(), cfg.lr
     # a live bar where a person watches, a line every progress_every_s where output is stored (papermill, logs)
     shown = TrainProgress(start, cfg.steps, t_budget, t_prev, cfg.time_budget_hours * 3600,
@@ -230,7 +230,7 @@ def _train(cfg, progress, on_log, until_step, clock, stop: StopRequest) -> dict:
                     cfg.time_budget_hours * 3600 - (clock() - t_budget)
                     < 2 * model.step_seconds_max + 2 * ckpt_seconds + 1.0,
                     device, world):
-                stop_reason = "time_budget"
+                budget_spent = True
                 break
             lr = model.set_lr(lr_factor_at(model.step, clock() - t_budget, cfg))
             pending.append((model.step, model.train_step(photo, monet)))
@@ -276,17 +276,15 @@ def _train(cfg, progress, on_log, until_step, clock, stop: StopRequest) -> dict:
         shown.close(t_prev)
         if metrics_file:
             metrics_file.close()
-    if stop_reason == "time_budget":
+    if budget_spent:
         check_finite(pending)
         if rank == 0 and not (ckpt_dir / f"step_{model.step:07d}.pt").exists():
             checkpoint()
     if rank == 0 and cfg.sample_every:
         write_samples()
     barrier(world, model.device)  # nobody leaves before rank 0 has written its checkpoint
-    if stop_signal:
-        stop_reason = "signal"
-    elif stop_reason == "steps" and model.step < cfg.steps:
-        stop_reason = "until_step"
+    stop_reason = ("signal" if stop_signal else "time_budget" if budget_spent
+                   else "until_step" if model.step < cfg.steps else "steps")
     summary = {"out_dir": str(out), "start_step": start, "step": model.step, "stop_reason": stop_reason,
                "seconds": round(clock() - t_start, 2), "skipped_images": n_skipped,
                "skipped_steps": dict(model.skipped), "device": str(device), "world_size": world,
