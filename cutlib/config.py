@@ -85,7 +85,7 @@ class TrainConfig:
     lambda_proj: float = 0.03  # the projected discriminator's adversarial weight, relative to the PatchGAN's (1 overpowers G)
     lambda_style: float = 0.0  # texture loss: G's output's EfficientNet-Lite0 stride-4/8 statistics vs the step's painting's (0: off)
     style_stats: str = "gram"  # the texture loss's statistics: "gram" (Gram matrices) or "meanstd" (per-channel mean and std)
-    lambda_lattice: float = 0.0  # penalty on the RMS of a period-4 lattice (G's grid) in the fake beyond the photo's
+    lambda_lattice: float = 5.0  # penalty on the RMS of a period-4 lattice (G's grid) in the fake beyond the photo's
     lambda_colour: float = 0.0  # the fake's coarse a*/b* layout against its photo's, per CIELAB unit (0: off)
     colour_grid: int = 8  # the colour term's layout: grid x grid cells over the image
     lambda_nce: float = 1.0  # PatchNCE weight (fastcut: 10)
