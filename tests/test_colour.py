@@ -94,3 +94,51 @@ def test_colour_drift_descends_to_the_source_colours_with_finite_gradients():
         assert torch.isfinite(fake.grad).all()
         opt.step()
     assert loss.item() < 0.1 * start
+
+
+def write_images(folder, arrays, ext=".png"):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, a in enumerate(arrays):
+        Image.fromarray(a).save(folder / f"img{i:02d}{ext}")
+    return folder
+
+
+def test_colour_report_pairs_outputs_with_their_photos_by_name(tmp_path):
+    import numpy as np
+
+    from cutlib.data import DataError
+
+    rng = np.random.default_rng(0)
+    photos = [np.clip(rng.integers(0, 256, 3) + rng.integers(-20, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+              for _ in range(12)]
+    photo_dir = write_images(tmp_path / "photos", photos, ".jpg")
+    kept = write_images(tmp_path / "kept", photos)
+    grey = write_images(tmp_path / "grey", [np.repeat(p.mean(2, keepdims=True), 3, 2).astype(np.uint8) for p in photos])
+    report = colour.colour_report(kept, photo_dir, photo_dir)
+    assert report["outputs"]["hue_kept_a"] > 0.95 and report["outputs"]["hue_kept_b"] > 0.95
+    assert report["outputs"]["palette_spread"] == pytest.approx(report["photos"]["palette_spread"], rel=0.1)
+    lost = colour.colour_report(grey, photo_dir, photo_dir)["outputs"]
+    assert lost["chroma"] < 1 and lost["palette_spread"] < 1 and "paintings" in report
+    write_images(tmp_path / "other", photos[:2])
+    (tmp_path / "other" / "img00.png").rename(tmp_path / "other" / "elsewhere.png")
+    with pytest.raises(DataError, match="named after a photo"):
+        colour.colour_report(tmp_path / "other", photo_dir, photo_dir)
+    assert "hue_kept_a" not in colour.colour_report(tmp_path / "other", photo_dir)["outputs"]
+
+
+def test_the_colour_panel_picks_a_red_sky_foliage_and_water_first(tmp_path):
+    import numpy as np
+
+    solid = {"grey": (128, 128, 128), "sky": (200, 70, 50), "leaves": (40, 150, 40), "sea": (30, 60, 170),
+             "wall": (220, 140, 40), "dim": (120, 110, 100)}
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    from PIL import Image
+
+    for name, rgb in solid.items():
+        Image.new("RGB", (32, 32), rgb).save(folder / f"{name}.jpg")
+    panel = colour.colour_panel(sorted(folder.iterdir()), 4)
+    assert [p.stem for p in panel] == ["sky", "leaves", "sea", "wall"]
+    assert set(colour.colour_panel(panel[:2], 4)) == set(panel[:2])  # fewer photos than asked for: all of them
