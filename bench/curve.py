@@ -37,12 +37,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from quality import cached_measures, fid_weights_file, measured, scored, swd_descs  # noqa: E402
+from scoring import fid_weights_file, measured, reference_measures, scored, swd_descs, weights_key  # noqa: E402
 
-from cutlib.baselines import color_transfer, lab_stats  # noqa: E402
 from cutlib.checkpoint import atomic_write  # noqa: E402
 from cutlib.colour import colour_panel, palette_report  # noqa: E402
-from cutlib.data import eval_image, list_images, load_rgb  # noqa: E402
+from cutlib.data import eval_image, list_images  # noqa: E402
 from cutlib.generate import load_generator, translate_files  # noqa: E402
 from cutlib.hardware import resolve_amp, resolve_device  # noqa: E402
 from cutlib.metrics import InceptionFeatures, default_cache_dir  # noqa: E402
@@ -67,15 +66,10 @@ def checkpoints(run: Path, wanted: set[int] | None) -> dict[int, Path]:
     return {s: p for s, p in found.items() if s in wanted}
 
 
-def baselines(photos: list[Path], monets: list[Path], extractor, wkey: str, cache: Path) -> dict:
-    real = cached_measures(f"paintings:{wkey}" + ",".join(str(p.resolve()) for p in monets),
-                           lambda: measured((np.asarray(load_rgb(p)) for p in monets), extractor), cache)
-    key = wkey + ",".join(str(p.resolve()) for p in photos)
-    mean, std = lab_stats(np.asarray(load_rgb(p)) for p in monets)
-    full = lambda p: np.asarray(load_rgb(p).resize((256, 256), Image.BICUBIC))  # noqa: E731
-    identity = cached_measures("identity:" + key, lambda: measured((full(p) for p in photos), extractor), cache)
-    transfer = cached_measures("color_transfer:" + key, lambda: measured(
-        (color_transfer(full(p), mean, std) for p in photos), extractor), cache)
+def baselines(photos: list[Path], monets: list[Path], extractor, cache: Path) -> tuple:
+    """The paintings' measures, the photos' colour rows, and the reference sets scored beside the runs."""
+    refs = reference_measures(photos, monets, extractor, cache)
+    real, identity, transfer = refs["real"], refs["identity"], refs["color_transfer"]
     # colour figures: the paintings are the target; a translation's hue kept is against its photo
     base = {"identity": {**scored(identity, real), "colour": palette_report(torch.from_numpy(identity["colour"]))},
             "color_transfer": {**scored(transfer, real), "colour": palette_report(
@@ -287,8 +281,8 @@ def main(argv=None):
     cache_keys = kept.get("cache_keys", {})
 
     extractor = InceptionFeatures(fid_weights_file(a.fid_weights), device=device)
-    wkey = f"{Path(extractor.weights).name}:{extractor.weights.stat().st_size}:"
-    real, photo_colour, base = baselines(photos, monets, extractor, wkey, default_cache_dir())
+    wkey = weights_key(extractor)
+    real, photo_colour, base = baselines(photos, monets, extractor, default_cache_dir())
     panel = colour_panel(photos, 4)  # a sunset, foliage, water... then the first photos by name
     grid_photos = (panel + [p for p in photos if p not in panel])[:GRID_PHOTOS]
     grid_src = torch.stack([eval_image(p, a.gen_size) for p in grid_photos])

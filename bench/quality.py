@@ -26,9 +26,7 @@ to the offline sampling floor (60.3) that it closed.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import lzma
 import os
 import shlex
 import signal
@@ -45,64 +43,18 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from cutlib.baselines import color_transfer, lab_stats  # noqa: E402
-from cutlib.colour import stats_of  # noqa: E402
 from cutlib.data import eval_image, list_images, load_rgb, make_demo_data  # noqa: E402
 from cutlib.generate import load_generator, translate_files  # noqa: E402
-from cutlib.metrics import InceptionFeatures, default_cache_dir, scores  # noqa: E402
 from cutlib.hardware import resolve_amp  # noqa: E402
-from cutlib.swd import descriptors, swd  # noqa: E402
+from cutlib.metrics import InceptionFeatures, default_cache_dir  # noqa: E402
+from cutlib.swd import swd  # noqa: E402
 from cutlib.train import parse_cli  # noqa: E402
 from cutlib.viz import save_pairs_grid  # noqa: E402
+from scoring import (cached_measures, fid_weights_file, measured, reference_measures, scored,  # noqa: E402
+                     swd_descs, weights_key)
 
 FID_FLOOR_OFFLINE = 60.3  # two disjoint real photo sets of 300 and 6,738 (docs/metrics.md, the FID floor)
 GRID_PHOTOS = 6
-
-
-def fid_weights_file(path: str) -> str | None:
-    """A usable TorchScript weights file: the fp16 .pt.xz copy (reference/fid-weights-fp16) is unpacked
-    and converted to fp32 once, next to the feature cache."""
-    if not path or not path.endswith(".xz"):
-        return path or None
-    out = default_cache_dir() / (Path(path).name[:-3].replace(".fp16", "") + ".fp32-from-fp16.pt")
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with lzma.open(path) as f, tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
-            tmp.write(f.read())
-            tmp.flush()
-            torch.jit.save(torch.jit.load(tmp.name, map_location="cpu").float(), str(out))
-    return str(out)
-
-
-def measured(images, extractor) -> dict[str, np.ndarray]:
-    """Inception features and SWD patch descriptors of one image set, each image decoded once."""
-    images = list(images)
-    return {"feats": extractor(images), **{f"swd{i}": d for i, d in enumerate(descriptors(images))},
-            "colour": stats_of(images).numpy()}
-
-
-def cached_measures(key: str, make, cache: Path) -> dict[str, np.ndarray]:
-    path = cache / f"bench-{hashlib.sha1(('colour:' + key).encode()).hexdigest()}.npz"  # older files: no colour
-    if path.is_file():
-        with np.load(path) as z:
-            return dict(z)
-    m = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **m)
-    return m
-
-
-def swd_descs(m: dict) -> list[np.ndarray]:
-    return [m[f"swd{i}"] for i in range(sum(k.startswith("swd") for k in m))]
-
-
-def summarize(s: dict) -> dict:
-    return {"fid": round(s["fid"], 2), "kid_x1000": round(max(s["kid"], 0.0) * 1000, 2),
-            "kid_std_x1000": round(s["kid_std"] * 1000, 2), "mifid": round(s["mifid"], 2),
-            "mem_distance": round(s["mem_distance"], 4), "n": s["n_generated"]}
-
-
-def scored(m: dict, real: dict) -> dict:
-    return {**summarize(scores(m["feats"], real["feats"])), **swd(swd_descs(m), swd_descs(real))}
 
 
 def photo_subset(data: Path, n: int, out: Path, skip: int = 0, name: str = "photos") -> Path:
@@ -243,10 +195,8 @@ def main(argv=None):
     weights = fid_weights_file(a.fid_weights)
     extractor = InceptionFeatures(weights, device=device)
     cache = default_cache_dir()
-    wkey = f"{Path(extractor.weights).name}:{extractor.weights.stat().st_size}:"
+    wkey = weights_key(extractor)
     monets = list_images(data / "monet_jpg")
-    real = cached_measures(f"paintings:{wkey}{data.resolve()}", lambda: measured(
-        (np.asarray(load_rgb(p)) for p in monets), extractor), cache)
     photos = list_images(eval_dir)
     jobs_photos = [(p, "") for p in photos]
     names_key = wkey + ",".join(p.name for p in photos) + str(Path(data).resolve())
@@ -255,14 +205,10 @@ def main(argv=None):
     def at_size(files):
         return [img for _, img in translate_files(torch.nn.Identity(), [(p, "") for p in files], a.size, 256, 8)]
 
-    mean, std = lab_stats(np.asarray(load_rgb(p)) for p in monets)
-    full = lambda p: np.asarray(load_rgb(p).resize((256, 256), Image.BICUBIC))  # noqa: E731
-    base = {
-        "identity": cached_measures("identity:" + names_key, lambda: measured((full(p) for p in photos), extractor),
-                                    cache),
-        "color_transfer": cached_measures("color_transfer:" + names_key, lambda: measured(
-            (color_transfer(full(p), mean, std) for p in photos), extractor), cache),
-    }
+    refs = reference_measures(photos, monets, extractor, cache)
+    real = refs["real"]
+    base = {"identity": refs["identity"], "color_transfer": refs["color_transfer"]}
+    mean, std = lab_stats(np.asarray(load_rgb(p)) for p in monets)  # for the resolution-matched transfer
     if a.size != 256:
         base["identity_at_size"] = cached_measures(f"identity_at_size:{a.size}:" + names_key,
                                                    lambda: measured(at_size(photos), extractor), cache)
