@@ -13,7 +13,6 @@ The report's figures, per image at a common size, then over a set:
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Iterable
 
@@ -109,33 +108,6 @@ def stats_of(images: Iterable[np.ndarray], size: int = REPORT_SIZE) -> torch.Ten
     if not rows:
         raise ValueError("no images to measure")
     return torch.cat(rows)
-
-
-def colour_report(generated: str | os.PathLike, paintings: str | os.PathLike,
-                  photos: str | os.PathLike | None = None) -> dict:
-    """The colour figures of a folder or zip of outputs beside the paintings' (the targets), and with
-    the photo folder they were translated from, the photos' and how much of each photo's cast its output
-    kept (outputs paired with photos by name: <photo name>.png; top-up variants left out)."""
-    from .data import DataError
-    from .metrics import iter_images
-
-    def rows(source) -> dict:  # image by image: a 7,000-image zip is never held decoded
-        return {Path(n).stem: stats_of([img])[0] for n, img in iter_images(source)}
-
-    named = rows(generated)
-    report = {"outputs": palette_report(torch.stack(list(named.values()))),
-              "paintings": palette_report(torch.stack(list(rows(paintings).values())))}
-    if photos is not None:
-        sources = rows(photos)
-        pairs = sorted(set(named) & set(sources))
-        if len(pairs) < 2:
-            raise DataError(f"colour report: fewer than 2 outputs in {generated} are named after a photo of "
-                            f"{photos} (<photo name>.png); give the folder they were translated from")
-        source_stats = torch.stack([sources[k] for k in pairs])
-        report["photos"] = palette_report(source_stats)
-        report["outputs"] = {**report["outputs"],
-                             **palette_report(torch.stack([named[k] for k in pairs]), source_stats)}
-    return report
 
 
 # Hues (degrees of the a*b* plane) a colour panel looks for, most wanted first: a sunset's red sky (the

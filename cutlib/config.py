@@ -218,8 +218,9 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike, **overrides) -> "TrainConfig":
-        """A run's config.yaml, or a params file (the keys it holds for the notebooks alone left out)."""
-        d = training_fields(path)
+        """A run's config.yaml, or a params file of training fields only (params files that also feed the
+        notebooks: cutlib.nbbuild.training_fields, what `cutlib train -f` reads)."""
+        d = load_yaml(path)
         d.update(overrides)
         return cls.from_dict(d)
 
@@ -250,15 +251,6 @@ def load_yaml(path: str | os.PathLike) -> dict:
     if not isinstance(d, dict):
         raise ConfigError(f"config file {path} must hold a mapping of key: value")
     return d
-
-
-def training_fields(path: str | os.PathLike) -> dict:
-    """A params file's keys, but those it holds for the notebooks alone (02's launcher: nproc; 03's
-    generation: run_dir, zip_path, ...), which every training entry point ignores. Others that are no
-    TrainConfig field stay, so that TrainConfig names them as unknown."""
-    from .nbbuild import NOTEBOOK_ONLY_KEYS  # nbbuild builds on this module
-
-    return {k: v for k, v in load_yaml(path).items() if k not in NOTEBOOK_ONLY_KEYS}
 
 
 def field_help() -> dict[str, str]:

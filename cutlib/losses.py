@@ -105,7 +105,8 @@ def lattice_excess(fake: torch.Tensor, source: torch.Tensor, period: int = 4) ->
     """RMS, in pixel units, of the part of `fake` that repeats every `period` pixels beyond what its
     `source` already carries there: per image and channel, the power at the frequencies (k/period,
     l/period) cycles/px above the source's, summed (Parseval: the mean square of that periodic component),
-    then the root of the mean over the batch. Texture that follows the picture spreads over all frequencies
+    its mean over the channels, rooted per image, then averaged over the batch (so a batch split over DDP
+    ranks averages to the same loss). Texture that follows the picture spreads over all frequencies
     and costs next to nothing; a lattice locked to G's grid (a stride-2 network with two down/upsamplings
     can paint one) sits exactly on these frequencies and costs its own amplitude, so the penalty's push on
     it does not fade as it grows, as a squared one would."""
@@ -129,7 +130,8 @@ def lattice_excess(fake: torch.Tensor, source: torch.Tensor, period: int = 4) ->
             return (re.square() + im.square()) * (h * w / period ** 4)
 
         excess = F.relu(power(fake) - power(source.detach()))
-        return (excess.sum((-2, -1)).mean() / (h * w) + 1e-12).sqrt()
+        # each image's RMS, then their mean: a batch split over DDP ranks averages to the same loss
+        return (excess.sum((-2, -1)).mean(-1) / (h * w) + 1e-12).sqrt().mean()
 
 
 def colour_drift(fake: torch.Tensor, source: torch.Tensor, grid: int = 8) -> torch.Tensor:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .colour import colour_report
+from .colour import palette_report, stats_of
 from .data import IMAGE_EXTS, DataError, list_images, load_rgb
 from .hardware import resolve_device
 from .swd import MAX_IMAGES, swd_of_images
@@ -286,13 +286,38 @@ def features_of(source: str | os.PathLike, extractor: InceptionFeatures, cache_d
     return feats
 
 
+def colour_report(generated: str | os.PathLike, paintings: str | os.PathLike,
+                  photos: str | os.PathLike | None = None) -> dict:
+    """The colour figures of a folder or zip of outputs beside the paintings' (the targets), and with
+    the photo folder they were translated from, the photos' and how much of each photo's cast its output
+    kept (outputs paired with photos by name: <photo name>.png; top-up variants left out). The figures:
+    cutlib.colour."""
+    def rows(source) -> dict:  # image by image: a 7,000-image zip is never held decoded
+        return {Path(n).stem: stats_of([img])[0] for n, img in iter_images(source)}
+
+    named = rows(generated)
+    report = {"outputs": palette_report(torch.stack(list(named.values()))),
+              "paintings": palette_report(torch.stack(list(rows(paintings).values())))}
+    if photos is not None:
+        sources = rows(photos)
+        pairs = sorted(set(named) & set(sources))
+        if len(pairs) < 2:
+            raise DataError(f"colour report: fewer than 2 outputs in {generated} are named after a photo of "
+                            f"{photos} (<photo name>.png); give the folder they were translated from")
+        source_stats = torch.stack([sources[k] for k in pairs])
+        report["photos"] = palette_report(source_stats)
+        report["outputs"] = {**report["outputs"],
+                             **palette_report(torch.stack([named[k] for k in pairs]), source_stats)}
+    return report
+
+
 def evaluate(generated: str | os.PathLike, real: str | os.PathLike, weights: str | os.PathLike | None = None,
              device: str = "auto", batch_size: int = 32, cache_dir: str | os.PathLike | None = "default",
              progress: bool = True, extractor: InceptionFeatures | None = None,
              swd_images: int = MAX_IMAGES, photos: str | os.PathLike | None = None) -> dict:
     """MiFID, FID, KID and memorization distance of a folder or zip of generated images against a real
     folder, the texture distance SWD (`swd`, `swd_levels`: cutlib.swd) on at most swd_images of each
-    set, evenly spaced by name, and the colour figures (`colour`: cutlib.colour.colour_report; with the
+    set, evenly spaced by name, and the colour figures (`colour`: colour_report; with the
     `photos` they were translated from, how much of each photo's colour each output kept). The real set's
     features are cached (by content) under cache_dir."""
     device = resolve_device(device).type

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import DEMO_RUN_DIR, TrainConfig, field_help
+from .config import DEMO_RUN_DIR, TrainConfig, field_help, load_yaml
 from .painting import PAINT_BORDER
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -47,6 +47,13 @@ TRAIN_LAUNCH_PARAMS = (
 # Keys a params file may hold for the notebooks alone (02's launcher, 03's generation): `cutlib train -f`
 # and 02 read the same files and ignore these; any other key that is not a TrainConfig field is an error.
 NOTEBOOK_ONLY_KEYS = frozenset(p[0] for p in GENERATE_PARAMS + TRAIN_LAUNCH_PARAMS) - set(TrainConfig.__dataclass_fields__)
+
+
+def training_fields(path) -> dict:
+    """A params file's keys, but those it holds for the notebooks alone (02's launcher: nproc; 03's
+    generation: run_dir, zip_path, ...), which every training entry point ignores. Others that are no
+    TrainConfig field stay, so that TrainConfig names them as unknown."""
+    return {k: v for k, v in load_yaml(path).items() if k not in NOTEBOOK_ONLY_KEYS}
 
 
 def _param_line(name: str, typ: str, value, help_: str) -> str:

@@ -336,7 +336,7 @@ def parse_cli(argv: list[str]) -> TrainConfig:
     """`-f file.yaml` then `--field value` overrides (values parsed as YAML scalars)."""
     import yaml
 
-    from .config import training_fields
+    from .nbbuild import training_fields
 
     d: dict = {}
     i = 0

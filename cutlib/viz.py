@@ -103,7 +103,7 @@ def colour_scatter(sets: dict, title: str = "", ax=None):
 
 
 def colour_table(report: dict) -> str:
-    """cutlib.colour.colour_report as a small markdown table (a notebook shows it as text)."""
+    """cutlib.metrics.colour_report as a small markdown table (a notebook shows it as text)."""
     cols = ("chroma", "colourfulness", "palette_spread", "hue_kept_a", "hue_kept_b", "L", "a", "b", "images")
     rows = ["| set | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, figures in report.items():

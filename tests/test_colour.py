@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from cutlib import colour, losses
+from cutlib.metrics import colour_report
 
 
 def solid(r, g, b, size=8):
@@ -116,16 +117,16 @@ def test_colour_report_pairs_outputs_with_their_photos_by_name(tmp_path):
     photo_dir = write_images(tmp_path / "photos", photos, ".jpg")
     kept = write_images(tmp_path / "kept", photos)
     grey = write_images(tmp_path / "grey", [np.repeat(p.mean(2, keepdims=True), 3, 2).astype(np.uint8) for p in photos])
-    report = colour.colour_report(kept, photo_dir, photo_dir)
+    report = colour_report(kept, photo_dir, photo_dir)
     assert report["outputs"]["hue_kept_a"] > 0.95 and report["outputs"]["hue_kept_b"] > 0.95
     assert report["outputs"]["palette_spread"] == pytest.approx(report["photos"]["palette_spread"], rel=0.1)
-    lost = colour.colour_report(grey, photo_dir, photo_dir)["outputs"]
+    lost = colour_report(grey, photo_dir, photo_dir)["outputs"]
     assert lost["chroma"] < 1 and lost["palette_spread"] < 1 and "paintings" in report
     write_images(tmp_path / "other", photos[:2])
     (tmp_path / "other" / "img00.png").rename(tmp_path / "other" / "elsewhere.png")
     with pytest.raises(DataError, match="named after a photo"):
-        colour.colour_report(tmp_path / "other", photo_dir, photo_dir)
-    assert "hue_kept_a" not in colour.colour_report(tmp_path / "other", photo_dir)["outputs"]
+        colour_report(tmp_path / "other", photo_dir, photo_dir)
+    assert "hue_kept_a" not in colour_report(tmp_path / "other", photo_dir)["outputs"]
 
 
 def test_the_colour_panel_picks_a_red_sky_foliage_and_water_first(tmp_path):

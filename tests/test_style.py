@@ -51,7 +51,7 @@ def test_the_loss_on_real_backbone_features_separates_a_photo_from_its_painted_v
 def test_gradients_reach_g_and_never_the_backbone(tiny_cfg):
     # Adversarial, NCE and identity weights 0: only the texture loss can move G (Adam leaves a weight
     # with a zero gradient where it is), and a run without it is the control that G does not move.
-    quiet = dict(lambda_gan=0.0, lambda_nce=0.0, lambda_identity=0.0, image_size=64, load_size=64)
+    quiet = dict(lambda_gan=0.0, lambda_nce=0.0, lambda_identity=0.0, lambda_lattice=0.0, image_size=64, load_size=64)
     moved = {}
     for w in (0.0, 1.0):
         m = CUTModel(tiny_cfg(lambda_style=w, discriminator="patch" if w else "patch+projected", **quiet))

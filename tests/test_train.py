@@ -40,10 +40,10 @@ def test_train_step_updates_all_nets_with_finite_losses(tiny_cfg, overrides):
     if cfg.r1_weight:
         assert out["r1"] > 0
     v = {k: float(x) for k, x in out.items()}
-    if cfg.lambda_lattice or cfg.lambda_colour:  # each term enters G's loss with its weight (identity: warm-up)
-        assert v["g_loss"] == pytest.approx(v["g_adv"] + cfg.lambda_nce * v["nce"] + cfg.lambda_identity * v["identity"]
-                                            + cfg.lambda_lattice * v["lattice"] + cfg.lambda_colour * v["colour"],
-                                            rel=1e-4)
+    # each term enters G's loss with its weight (identity: its warm-up weight at step 0)
+    assert v["g_loss"] == pytest.approx(v["g_adv"] + cfg.lambda_nce * v["nce"] + cfg.lambda_identity * v["identity"]
+                                        + cfg.lambda_style * v["style"] + cfg.lambda_lattice * v["lattice"]
+                                        + cfg.lambda_colour * v["colour"], rel=1e-4)
     assert (v["lattice"] > 0) == (cfg.lambda_lattice > 0) and (v["colour"] > 0) == (cfg.lambda_colour > 0)
     for name, net in (("G", m.G), ("D", m.D), ("F", m.F)):
         assert any(not torch.equal(a, b) for a, b in zip(before[name], net.parameters())), name
