@@ -208,8 +208,8 @@ def main(argv=None):
     refs = reference_measures(photos, monets, extractor, cache)
     real = refs["real"]
     base = {"identity": refs["identity"], "color_transfer": refs["color_transfer"]}
-    mean, std = lab_stats(np.asarray(load_rgb(p)) for p in monets)  # for the resolution-matched transfer
     if a.size != 256:
+        mean, std = lab_stats(np.asarray(load_rgb(p)) for p in monets)  # for the resolution-matched transfer
         base["identity_at_size"] = cached_measures(f"identity_at_size:{a.size}:" + names_key,
                                                    lambda: measured(at_size(photos), extractor), cache)
         base["color_transfer_at_size"] = cached_measures(
