@@ -4,10 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .colour import D65_WHITE, RGB_TO_XYZ, srgb_to_lab
-
-_M_RGB2XYZ = np.array(RGB_TO_XYZ)
-_WHITE_D65 = np.array(D65_WHITE)
+from .colour import lab_to_srgb, srgb_to_lab
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -17,14 +14,9 @@ def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
 
 
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
-    """CIE Lab (D65) -> uint8 sRGB, clipped to the gamut."""
-    fy = (lab[..., 0] + 16) / 116
-    f = np.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], -1)
-    xyz = np.where(f > 6 / 29, f ** 3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * _WHITE_D65
-    lin = xyz @ np.linalg.inv(_M_RGB2XYZ).T
-    lin = np.clip(lin, 0, 1)
-    c = np.where(lin > 0.0031308, 1.055 * lin ** (1 / 2.4) - 0.055, 12.92 * lin)
-    return np.clip(np.round(c * 255), 0, 255).astype(np.uint8)
+    """CIE Lab (D65), channels last -> uint8 sRGB, clipped to the gamut: cutlib.colour's conversion."""
+    rgb = lab_to_srgb(torch.from_numpy(np.moveaxis(lab.astype(np.float64), -1, 0)))
+    return np.clip(np.round(np.moveaxis(rgb.numpy(), 0, -1) * 255), 0, 255).astype(np.uint8)
 
 
 def lab_stats(images) -> tuple[np.ndarray, np.ndarray]:

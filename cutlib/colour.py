@@ -28,6 +28,9 @@ RGB_TO_XYZ = ((0.4124564, 0.3575761, 0.1804375),
                (0.0193339, 0.1191920, 0.9503041))
 D65_WHITE = (0.95047, 1.0, 1.08883)
 _DELTA = 6 / 29
+# Cells per side of the colour layout keep_photo_colour takes from the photo (64 px screen, bench/README.md:
+# 1 and 4 scored alike, 4 a little better on FID / KID / SWD and keeps a sky's colour apart from its shore's).
+KEEP_COLOUR_GRID = 4
 
 
 def srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
@@ -47,6 +50,24 @@ def srgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     # cannot run inside a captured CUDA graph, where the training step may run)
     fx, fy, fz = (_lab_f((m0 * r + m1 * g + m2 * b) / white) for (m0, m1, m2), white in zip(RGB_TO_XYZ, D65_WHITE))
     return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=-3)
+
+
+def _lab_f_inverse(f: torch.Tensor) -> torch.Tensor:
+    return torch.where(f > _DELTA, f.clamp_min(_DELTA) ** 3, 3 * _DELTA ** 2 * (f - 4 / 29))
+
+
+def _xyz_to_rgb() -> list[list[float]]:
+    m = torch.tensor(RGB_TO_XYZ, dtype=torch.float64).inverse()
+    return m.tolist()
+
+
+def lab_to_srgb(lab: torch.Tensor) -> torch.Tensor:
+    """CIELAB (D65), (..., 3, H, W) -> sRGB in [0, 1], colours outside the sRGB gamut clipped to it."""
+    L, a, b = lab.unbind(-3)
+    fy = (L + 16) / 116
+    x, y, z = (_lab_f_inverse(f) * white for f, white in zip((fy + a / 500, fy, fy - b / 200), D65_WHITE))
+    lin = torch.stack([m0 * x + m1 * y + m2 * z for m0, m1, m2 in _xyz_to_rgb()], dim=-3).clamp(0, 1)
+    return torch.where(lin > 0.0031308, 1.055 * lin.clamp_min(0.0031308) ** (1 / 2.4) - 0.055, 12.92 * lin)
 
 
 def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
@@ -97,6 +118,28 @@ def low_frequency_chroma(x: torch.Tensor, grid: int) -> torch.Tensor:
     grid x grid layout of cells, the colour layout a viewer sees from afar with the strokes blurred away."""
     cells = torch.nn.functional.adaptive_avg_pool2d(x.float(), grid)
     return srgb_to_lab((cells + 1) / 2)[:, 1:]
+
+
+def _smooth(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """Means over a grid x grid layout of cells, spread back over the image bilinearly (no cell edges)."""
+    cells = torch.nn.functional.adaptive_avg_pool2d(x, grid)
+    return torch.nn.functional.interpolate(cells, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def keep_photo_colour(painting: torch.Tensor, photo: torch.Tensor, grid: int = KEEP_COLOUR_GRID) -> torch.Tensor:
+    """The painting with its coarse colour replaced by its photo's: (B, 3, H, W) images in [-1, 1], same
+    size. In CIELAB, the painting's a* and b* averaged over a grid x grid layout of cells are swapped for
+    the photo's; its lightness and the colour of its strokes within a cell stay G's. A sunset keeps its
+    orange sky and dark shore under Monet's strokes (Gatys et al. 2016 keep all of the photo's colour in
+    style transfer; this keeps only the layout a viewer sees from afar)."""
+    if grid < 1:
+        raise ValueError(f"keep_photo_colour: grid={grid!r} must be >= 1")
+    if painting.shape != photo.shape:
+        raise ValueError(f"keep_photo_colour: painting {tuple(painting.shape)} and photo {tuple(photo.shape)} differ")
+    with torch.autocast(painting.device.type, enabled=False):  # the Lab conversion's powers: fp32
+        lab, source = srgb_to_lab((painting.float() + 1) / 2), srgb_to_lab((photo.float() + 1) / 2)
+        ab = lab[:, 1:] + _smooth(source[:, 1:], grid) - _smooth(lab[:, 1:], grid)
+        return lab_to_srgb(torch.cat([lab[:, :1], ab], 1)) * 2 - 1
 
 
 def stats_of(images: Iterable[np.ndarray], size: int = REPORT_SIZE) -> torch.Tensor:

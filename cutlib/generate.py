@@ -21,6 +21,7 @@ from .data import DEMO_PHOTOS, DataError, list_images, load_rgb, resize_square, 
 from .hardware import resolve_amp, resolve_device
 from .jobs import JobFailed, JobParser, require_positive, run_job
 from .nets import build_generator
+from .colour import KEEP_COLOUR_GRID
 from .painting import PAINT_BORDER, paint
 from .stopping import release_held_signals, signals_held
 
@@ -112,10 +113,12 @@ class _Decoded(torch.utils.data.Dataset):
 
 def translate_files(G: torch.nn.Module, jobs, gen_size: int = 256, out_size: int = 256, batch_size: int = 8,
                     device="cpu", amp_dtype=None, num_workers: int = 0, progress: bool = False,
-                    limit: int | None = None, border: int = PAINT_BORDER, shifts: int = 1):
+                    limit: int | None = None, border: int = PAINT_BORDER, shifts: int = 1,
+                    keep_colour: int = KEEP_COLOUR_GRID):
     """Yield (job_index, uint8 HxWx3 at out_size) for decodable jobs, in order, at most `limit` of them;
     G paints each photo with `border` reflected pixels above and to the left (cutlib.painting.paint; 0: off),
-    as the mean of `shifts` paints (1, 4, 8 or 16) when asked (a diagnostic: bench/README.md)."""
+    as the mean of `shifts` paints (1, 4, 8 or 16) when asked (a diagnostic: bench/README.md), in the
+    photo's colour layout over keep_colour x keep_colour cells (0: G's colours)."""
     from tqdm.auto import tqdm
 
     from .progress import redraw
@@ -132,7 +135,7 @@ def translate_files(G: torch.nn.Module, jobs, gen_size: int = 256, out_size: int
         for x, idx in batches:
             with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                                                  enabled=amp_dtype is not None):
-                y = paint(G, x.to(device, non_blocking=True), border, shifts).float()
+                y = paint(G, x.to(device, non_blocking=True), border, shifts, keep_colour).float()
             if out_size != gen_size:
                 y = torch.nn.functional.interpolate(y, size=(out_size, out_size), mode="bicubic",
                                                     align_corners=False)
@@ -233,7 +236,7 @@ def generate_zip(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, zi
                  weights: str = "ema", min_count: int = SUBMISSION_MIN, max_count: int = SUBMISSION_MAX,
                  top_up: bool = True, strict: bool = False, gen_size: int = 256, batch_size: int = 8,
                  device: str = "auto", num_workers: int = 2, progress: bool = True,
-                 border: int = PAINT_BORDER) -> dict:
+                 border: int = PAINT_BORDER, keep_colour: int = KEEP_COLOUR_GRID) -> dict:
     """Checkpoint + photo folder -> a validated images.zip. Returns counts, the weights used and timings."""
     import time
 
@@ -249,7 +252,7 @@ def generate_zip(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, zi
               file=sys.stderr)
     amp = resolve_amp("auto", dev)  # bf16 where the GPU or CPU has it natively, fp16 on a T4 or P100, else fp32
     translated = translate_files(G, candidates, gen_size, 256, batch_size, dev, amp, num_workers, progress,
-                                 limit=target, border=border)
+                                 limit=target, border=border, keep_colour=keep_colour)
     stream = ((entry_name(candidates[i]), img) for i, img in translated)
     written = write_zip(stream, zip_path)
     report = validate_zip(zip_path, min(min_count, target), max_count)
@@ -260,7 +263,7 @@ def generate_zip(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, zi
 def translate_folder(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, out_dir: str | os.PathLike,
                      weights: str = "ema", gen_size: int = 256, out_size: int = 256, batch_size: int = 8,
                      device: str = "auto", num_workers: int = 2, progress: bool = True,
-                     border: int = PAINT_BORDER) -> dict:
+                     border: int = PAINT_BORDER, keep_colour: int = KEEP_COLOUR_GRID) -> dict:
     """Every photo of a folder through the generator, as <out_dir>/<photo name>.png (out_size square),
     each written atomically: a stopped run leaves finished PNGs and no partial one."""
     import time
@@ -279,7 +282,7 @@ def translate_folder(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike
     jobs = [(p, "") for p in files]
     written = 0
     for i, img in translate_files(G, jobs, gen_size, out_size, batch_size, dev, resolve_amp("auto", dev),
-                                  num_workers, progress, border=border):
+                                  num_workers, progress, border=border, keep_colour=keep_colour):
         atomic_write(out / f"{files[i].stem}.png", lambda tmp: Path(tmp).write_bytes(png_bytes(img)))
         written += 1
     return {"out_dir": str(out), "count": written, "photos": len(files), "skipped": len(files) - written,
@@ -357,6 +360,10 @@ def parser(prog: str = "python -m cutlib.generate") -> argparse.ArgumentParser:
                     help=f"translate each photo with this many reflected pixels above and to the left, then crop "
                     f"them off: keeps the corner mark long-trained generators paint off the picture (default "
                     f"{PAINT_BORDER}; 0: off)")
+    ap.add_argument("--keep-colour", type=int, default=KEEP_COLOUR_GRID, metavar="CELLS",
+                    help=f"give each painting its photo's colour layout over CELLS x CELLS cells (G's strokes and "
+                    f"lightness, the photo's colours: a sunset stays orange; default {KEEP_COLOUR_GRID}; 0: G's own "
+                    f"colours)")
     ap.add_argument("--batch", type=int, default=8, help="images per generator batch")
     ap.add_argument("--workers", type=int, default=2, help="JPEG decoding processes")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -381,6 +388,8 @@ def main(argv=None, prog: str = "python -m cutlib.generate") -> int:
         ap.error(f"--workers must be >= 0, not {a.workers}")
     if a.border < 0:
         ap.error(f"--border must be >= 0, not {a.border}")
+    if a.keep_colour < 0:
+        ap.error(f"--keep-colour must be >= 0, not {a.keep_colour}")
     if not a.run_dir and a.checkpoint in ("auto", "best", "latest"):
         ap.error(f"--checkpoint {a.checkpoint} needs --run-dir (or give a .pt path)")
     if not a.out and not a.zip and not a.run_dir:
@@ -390,7 +399,8 @@ def main(argv=None, prog: str = "python -m cutlib.generate") -> int:
         photos = Path(a.photos) if a.photos else data_folders(a.data)[0]
         ckpt = resolve_checkpoint(a.checkpoint, a.run_dir or None)
         common = dict(weights=a.weights, gen_size=a.gen_size, batch_size=a.batch, device=a.device,
-                      num_workers=a.workers, progress=sys.stderr.isatty(), border=a.border)
+                      num_workers=a.workers, progress=sys.stderr.isatty(), border=a.border,
+                      keep_colour=a.keep_colour)
         if a.out:
             return translate_folder(ckpt, photos, a.out, **common)
         zip_file = Path(a.zip) if a.zip else Path(a.run_dir) / "images.zip"

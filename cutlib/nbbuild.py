@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import DEMO_RUN_DIR, TrainConfig, field_help, load_yaml
+from .colour import KEEP_COLOUR_GRID
 from .painting import PAINT_BORDER
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -31,6 +32,8 @@ GENERATE_PARAMS = (
     ("gen_size", "int", 256, "translate at this size (outputs are always 256x256)"),
     ("border", "int", PAINT_BORDER, "pixels of reflected border G paints and the zip leaves out: keeps the corner mark "
      "long-trained generators paint off the picture (0: off)"),
+    ("keep_colour", "int", KEEP_COLOUR_GRID, "each painting takes its photo's colour layout over this many cells "
+     "per side: G's strokes, the photo's colours (a sunset stays orange; 0: G's own colours)"),
     ("gen_batch", "int", 8, "images per generator batch"),
     ("device", "str", "auto", '"auto", "cpu" or "cuda"'),
     ("evaluate", "bool", True, "report MiFID/FID/KID of the zip against the Monet folder"),
@@ -152,7 +155,8 @@ with friendly_errors():
     zip_file = Path(zip_path or Path(run_dir) / "images.zip")
     result = generate.generate_zip(ckpt, photos, zip_file, weights=weights, min_count=min_count,
                                    max_count=max_count, top_up=top_up, strict=strict, gen_size=gen_size,
-                                   batch_size=gen_batch, device=device, border=border)
+                                   batch_size=gen_batch, device=device, border=border,
+                                   keep_colour=keep_colour)
 result"""),
         _code("show(generate.preview_pairs(zip_file, photos))  # photo | painting\n"
               "generate.diversity(zip_file, photos)"),

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .colour import KEEP_COLOUR_GRID, keep_photo_colour
+
 # From ~3,000 training steps G paints the same saturated bars into the top-left ~10 px of every output,
 # whatever the photo (bench/README.md, "The left-edge streak is a top-left corner mark"): its
 # downsampling is asymmetric, so that corner is the one place it can tell apart. Translating the photo
@@ -27,11 +29,21 @@ PAINT_PHASES = {1: ((0, 0),), 4: tuple((k, k) for k in range(4)),
                 16: tuple((a, b) for a in range(4) for b in range(4))}
 
 
-def paint(G: nn.Module, x: torch.Tensor, border: int = PAINT_BORDER, shifts: int = 1) -> torch.Tensor:
+def paint(G: nn.Module, x: torch.Tensor, border: int = PAINT_BORDER, shifts: int = 1,
+          keep_colour: int = KEEP_COLOUR_GRID) -> torch.Tensor:
     """G's translation of x for output (samples, evaluation, the zip): G applied to x with `border`
     reflected pixels above and to the left (a multiple of 4, less than the side), cropped off the result;
     with shifts 4, 8 or 16 the mean of that many paints at the phases of PAINT_PHASES (float32), each
-    costing a forward of G."""
+    costing a forward of G. With keep_colour N > 0 the painting then takes the photo's colour layout over
+    N x N cells (cutlib.colour.keep_photo_colour, float32): G's strokes and lightness in the photo's own
+    colours; 0 gives G's colours."""
+    if keep_colour < 0:
+        raise ValueError(f"keep_colour={keep_colour!r}: cells per side of the photo's colour layout (0: off)")
+    y = _painted(G, x, border, shifts)
+    return keep_photo_colour(y, x, keep_colour) if keep_colour else y
+
+
+def _painted(G: nn.Module, x: torch.Tensor, border: int, shifts: int) -> torch.Tensor:
     if shifts not in PAINT_PHASES:
         raise ValueError(f"shifts={shifts!r}: one of {sorted(PAINT_PHASES)} (1: a single paint)")
     h, w = x.shape[-2:]

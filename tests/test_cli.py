@@ -45,6 +45,8 @@ def test_bad_input_names_the_flag_or_path_and_exits_non_zero(tmp_path):
     assert r.returncode == 2 and "nope.pt" in r.stderr and not (tmp_path / "x.zip").exists()
     r = cli("generate", "--run-dir", str(tmp_path), "--gen-size", "0")
     assert r.returncode == 2 and "--gen-size" in r.stderr
+    r = cli("generate", "--run-dir", str(tmp_path), "--keep-colour", "-1")
+    assert r.returncode == 2 and "--keep-colour" in r.stderr
     r = cli("generate", "--checkpoint", "latest")
     assert r.returncode == 2 and "--run-dir" in r.stderr
     r = cli("evaluate", str(tmp_path / "missing.zip"), "--paintings", str(tmp_path))

@@ -97,6 +97,37 @@ def test_colour_drift_descends_to_the_source_colours_with_finite_gradients():
     assert loss.item() < 0.1 * start
 
 
+def test_lab_to_srgb_inverts_srgb_to_lab_and_clips_what_srgb_cannot_show():
+    rgb = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    torch.testing.assert_close(colour.lab_to_srgb(colour.srgb_to_lab(rgb)), rgb, rtol=0, atol=1e-9)
+    torch.testing.assert_close(colour.lab_to_srgb(torch.tensor([67.05, 42.83, 74.03])[:, None, None]),
+                               torch.tensor([1.0, 128 / 255, 0.0])[:, None, None], rtol=0, atol=2e-3)  # #FF8000
+    beyond = colour.lab_to_srgb(torch.tensor([50.0, 0.0, -150.0])[:, None, None])  # bluer than sRGB's blue
+    assert beyond.min() >= 0 and beyond.max() <= 1 and beyond[2] > beyond[0]
+
+
+def test_keep_photo_colour_moves_the_coarse_colour_and_nothing_else():
+    photo = varied_set(3) * 1.6 - 0.8
+    board = torch.ones(16, 16)
+    board[::2, ::2] = board[1::2, 1::2] = -1
+    painting = (photo.mean(1, keepdim=True).expand_as(photo) + 0.05 * board).clone()  # grey, with strokes
+    painting[:, 2] += 0.1  # a blue-violet cast
+    kept = colour.keep_photo_colour(painting, photo, grid=4)
+    lab = lambda t: colour.srgb_to_lab((t + 1) / 2)  # noqa: E731
+    cells = lambda t: torch.nn.functional.adaptive_avg_pool2d(lab(t)[:, 1:], 4)  # noqa: E731
+    assert (cells(painting) - cells(photo)).abs().mean() > 5
+    assert (cells(kept) - cells(photo)).abs().mean() < 1.5  # the photo's colour layout (spread smoothly)
+    # the painting's lightness and its strokes (a +-0.05 checkerboard: ~5 L* units), up to what sRGB cannot
+    # show at that lightness (clipped to the gamut)
+    strokes = (lab(painting)[:, 0] - colour._smooth(lab(painting)[:, :1], 4)[:, 0]).abs().mean()
+    assert (lab(kept)[:, 0] - lab(painting)[:, 0]).abs().mean() < 0.25 * strokes
+    torch.testing.assert_close(colour.keep_photo_colour(photo, photo), photo, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="grid=0"):
+        colour.keep_photo_colour(painting, photo, grid=0)
+    with pytest.raises(ValueError, match="differ"):
+        colour.keep_photo_colour(painting, photo[..., :8])
+
+
 def write_images(folder, arrays, ext=".png"):
     from PIL import Image
 

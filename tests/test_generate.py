@@ -129,17 +129,17 @@ def test_killed_generation_leaves_only_a_temp_that_the_next_run_cleans(tmp_path)
 
 def test_translated_photos_keep_a_corner_mark_off_the_picture(demo_root):
     jobs = [(p, "") for p in sorted((demo_root / "photo_jpg").iterdir())[:3]]
-    photos = [img for _, img in translate_files(torch.nn.Identity(), jobs, 64, 64)]
-    painted = [img for _, img in translate_files(CornerMarker(), jobs, 64, 64)]
-    marked = [img for _, img in translate_files(CornerMarker(), jobs, 64, 64, border=0)]
+    photos = [img for _, img in translate_files(torch.nn.Identity(), jobs, 64, 64, keep_colour=0)]
+    painted = [img for _, img in translate_files(CornerMarker(), jobs, 64, 64, keep_colour=0)]
+    marked = [img for _, img in translate_files(CornerMarker(), jobs, 64, 64, border=0, keep_colour=0)]
     assert all(np.array_equal(a, b) for a, b in zip(photos, painted))
     assert all(m[0, 0].tolist() == [255, 0, 0] for m in marked)
 
 
 def test_translated_photos_painted_over_phases_lose_a_grid_locked_lattice(demo_root):
     jobs = [(p, "") for p in sorted((demo_root / "photo_jpg").iterdir())[:3]]
-    photos = [img.astype(int) for _, img in translate_files(torch.nn.Identity(), jobs, 64, 64)]
-    once = [img.astype(int) for _, img in translate_files(LatticeMaker(), jobs, 64, 64)]
-    averaged = [img.astype(int) for _, img in translate_files(LatticeMaker(), jobs, 64, 64, shifts=4)]
+    photos = [img.astype(int) for _, img in translate_files(torch.nn.Identity(), jobs, 64, 64, keep_colour=0)]
+    once = [img.astype(int) for _, img in translate_files(LatticeMaker(), jobs, 64, 64, keep_colour=0)]
+    averaged = [img.astype(int) for _, img in translate_files(LatticeMaker(), jobs, 64, 64, shifts=4, keep_colour=0)]
     assert all(np.abs(a - b).mean() > 5 for a, b in zip(photos, once))  # 0.1 of tanh's range is ~13 levels
     assert all(np.abs(a - b).max() <= 1 for a, b in zip(photos, averaged))  # rounding only

@@ -152,24 +152,53 @@ def test_a_mark_outside_the_nce_window_no_longer_moves_the_features_inside_it():
 
 def test_paint_over_phases_cancels_a_lattice_locked_to_the_generators_grid():
     x = torch.rand(2, 3, 64, 48) * 2 - 1
-    assert (paint(LatticeMaker(), x) - x).abs().mean() > 0.05  # one paint: the lattice is there
-    torch.testing.assert_close(paint(LatticeMaker(), x, shifts=4), x, rtol=0, atol=1e-5)
+    assert (paint(LatticeMaker(), x, keep_colour=0) - x).abs().mean() > 0.05  # one paint: the lattice is there
+    torch.testing.assert_close(paint(LatticeMaker(), x, shifts=4, keep_colour=0), x, rtol=0, atol=1e-5)
     diagonal = LatticeMaker(diagonal=True)
-    assert (paint(diagonal, x, shifts=4) - x).abs().mean() > 0.03  # the diagonal phases keep diagonal lines
-    torch.testing.assert_close(paint(diagonal, x, shifts=8), x, rtol=0, atol=1e-5)
+    assert (paint(diagonal, x, shifts=4, keep_colour=0) - x).abs().mean() > 0.03  # the diagonal phases keep diagonal lines
+    torch.testing.assert_close(paint(diagonal, x, shifts=8, keep_colour=0), x, rtol=0, atol=1e-5)
     for h, w in ((8, 8), (13, 21), (64, 64)):  # every phase's crop lands on the picture, whatever its size
         z = torch.rand(1, 3, h, w)
         for shifts in (4, 8, 16):
-            torch.testing.assert_close(paint(torch.nn.Identity(), z, border=16, shifts=shifts), z, rtol=0, atol=1e-6)
+            torch.testing.assert_close(paint(torch.nn.Identity(), z, border=16, shifts=shifts, keep_colour=0), z, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="shifts=3"):
         paint(torch.nn.Identity(), x, shifts=3)
 
 
 def test_paint_moves_a_fixed_corner_mark_off_the_picture():
     x = torch.rand(2, 3, 64, 48) * 2 - 1
-    assert not torch.equal(paint(CornerMarker(), x, border=0), x)  # as G paints it: the mark is there
-    torch.testing.assert_close(paint(CornerMarker(), x), x, rtol=0, atol=0)  # painted in the border, cropped off
+    assert not torch.equal(paint(CornerMarker(), x, border=0, keep_colour=0), x)  # as G paints it: the mark is there
+    torch.testing.assert_close(paint(CornerMarker(), x, keep_colour=0), x, rtol=0, atol=0)  # painted in the border, cropped off
     G = Generator(ngf=8, n_blocks=2)
     for side in (64, 20, 8):  # the border shrinks to fit small images (reflect pads need less than the side)
         z = torch.rand(1, 3, side, side) * 2 - 1
         assert paint(G, z).shape == z.shape
+
+
+class GreyPainter(torch.nn.Module):
+    """Paints every photo in one lilac-grey cast with a fine stroke texture: the colour every run lost."""
+
+    def forward(self, x):
+        strokes = 0.1 * torch.sin(torch.arange(x.shape[-1], dtype=x.dtype) * 2.0)
+        grey = x.mean(1, keepdim=True) + strokes + torch.tensor([0.05, 0.0, 0.08]).view(1, 3, 1, 1)
+        return grey.clamp(-1, 1)
+
+
+def test_paint_gives_each_painting_its_photos_colour_and_keeps_gs_strokes():
+    from cutlib.colour import srgb_to_lab
+
+    x = torch.zeros(2, 3, 32, 32)
+    x[0, 0], x[0, 1], x[0, 2] = 0.8, -0.1, -0.8  # an orange sunset
+    x[1, 0], x[1, 1], x[1, 2] = -0.6, 0.5, -0.5  # green foliage
+    x[0, :, 16:] = x[0, :, 16:] * 0.3 - 0.6  # with a dark shore below the sky
+    lab = lambda t: srgb_to_lab((t + 1) / 2)  # noqa: E731
+    grey = paint(GreyPainter(), x, border=0, keep_colour=0)
+    kept = paint(GreyPainter(), x, border=0)
+    mean_ab = lambda t: lab(t)[:, 1:].mean((-2, -1))  # noqa: E731
+    assert (mean_ab(grey)[0] - mean_ab(grey)[1]).norm() < 1  # G's own colours: one lilac cast for both
+    assert (mean_ab(grey) - mean_ab(x)).norm(dim=1).min() > 20
+    # each keeps its photo's cast, as far as G's lightness lets sRGB show it (a green this saturated is
+    # out of gamut at the grey's lightness)
+    assert ((mean_ab(kept) - mean_ab(x)).norm(dim=1) < 0.25 * (mean_ab(grey) - mean_ab(x)).norm(dim=1)).all()
+    assert lab(kept)[0, 2, :8].mean() > lab(kept)[0, 2, 24:].mean() + 10  # the sky more orange than the shore
+    assert (lab(kept)[:, 0] - lab(grey)[:, 0]).abs().mean() < 1.0  # G's lightness and strokes (gamut aside)
