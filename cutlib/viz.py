@@ -113,7 +113,8 @@ def colour_table(report: dict) -> str:
 
 def colour_check(cfg, n: int = 64, checkpoint: str = "latest"):
     """The run's EMA generator on the first n photos by name (training size): each picture's mean colour
-    beside its photo's and the paintings', as a scatter, with the colour figures in the title."""
+    in G's own colours (keep_colour 0: what training taught it; generation then gives each painting its
+    photo's colour layout) beside its photo's and the paintings', as a scatter, the figures in the title."""
     from .colour import palette_report, stats_of
     from .data import eval_image, list_images, load_rgb
     from .generate import load_generator, resolve_checkpoint
@@ -122,12 +123,12 @@ def colour_check(cfg, n: int = 64, checkpoint: str = "latest"):
     G, _ = load_generator(resolve_checkpoint(checkpoint, cfg.out_dir))
     photos = torch.stack([eval_image(p, cfg.image_size) for p in list_images(cfg.photo_path)[:n]])
     with torch.no_grad():
-        outputs = paint(G, photos)
+        outputs = paint(G, photos, keep_colour=0)
     uint8 = lambda x: x.float().add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()  # noqa: E731
     src, out = stats_of(uint8(photos)), stats_of(uint8(outputs))
     paintings = stats_of(np.asarray(load_rgb(p)) for p in list_images(cfg.monet_path)[:300])
     r, target = palette_report(out, src), palette_report(paintings)
-    title = (f"outputs: chroma {r['chroma']:.1f}, spread {r['palette_spread']:.1f}, hue kept a*/b* "
+    title = (f"G's own colours: chroma {r['chroma']:.1f}, spread {r['palette_spread']:.1f}, hue kept a*/b* "
              f"{r['hue_kept_a']:.2f} / {r['hue_kept_b']:.2f}\npaintings: chroma {target['chroma']:.1f}, "
              f"spread {target['palette_spread']:.1f}")
-    return colour_scatter({"paintings": paintings, "photos": src, "outputs": out}, title)
+    return colour_scatter({"paintings": paintings, "photos": src, "G's own colours": out}, title)
