@@ -27,6 +27,8 @@ RGB_TO_XYZ = ((0.4124564, 0.3575761, 0.1804375),
                (0.2126729, 0.7151522, 0.0721750),
                (0.0193339, 0.1191920, 0.9503041))
 D65_WHITE = (0.95047, 1.0, 1.08883)
+# and back (lab_to_srgb), inverted once here rather than on every call
+XYZ_TO_RGB = tuple(map(tuple, torch.tensor(RGB_TO_XYZ, dtype=torch.float64).inverse().tolist()))
 _DELTA = 6 / 29
 # Cells per side of the colour layout keep_photo_colour takes from the photo (64 px screen, bench/README.md:
 # 1 and 4 scored alike, 4 a little better on FID / KID / SWD and keeps a sky's colour apart from its shore's).
@@ -56,17 +58,12 @@ def _lab_f_inverse(f: torch.Tensor) -> torch.Tensor:
     return torch.where(f > _DELTA, f.clamp_min(_DELTA) ** 3, 3 * _DELTA ** 2 * (f - 4 / 29))
 
 
-def _xyz_to_rgb() -> list[list[float]]:
-    m = torch.tensor(RGB_TO_XYZ, dtype=torch.float64).inverse()
-    return m.tolist()
-
-
 def lab_to_srgb(lab: torch.Tensor) -> torch.Tensor:
     """CIELAB (D65), (..., 3, H, W) -> sRGB in [0, 1], colours outside the sRGB gamut clipped to it."""
     L, a, b = lab.unbind(-3)
     fy = (L + 16) / 116
     x, y, z = (_lab_f_inverse(f) * white for f, white in zip((fy + a / 500, fy, fy - b / 200), D65_WHITE))
-    lin = torch.stack([m0 * x + m1 * y + m2 * z for m0, m1, m2 in _xyz_to_rgb()], dim=-3).clamp(0, 1)
+    lin = torch.stack([m0 * x + m1 * y + m2 * z for m0, m1, m2 in XYZ_TO_RGB], dim=-3).clamp(0, 1)
     return torch.where(lin > 0.0031308, 1.055 * lin.clamp_min(0.0031308) ** (1 / 2.4) - 0.055, 12.92 * lin)
 
 

@@ -16,12 +16,12 @@ import torch
 from PIL import Image
 
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_weights
+from .colour import KEEP_COLOUR_GRID
 from .config import ConfigError, TrainConfig, data_folders
 from .data import DEMO_PHOTOS, DataError, list_images, load_rgb, resize_square, to_tensor, to_uint8, to_uint8_chw
 from .hardware import resolve_amp, resolve_device
 from .jobs import JobFailed, JobParser, require_positive, run_job
 from .nets import build_generator
-from .colour import KEEP_COLOUR_GRID
 from .painting import PAINT_BORDER, paint
 from .stopping import release_held_signals, signals_held
 

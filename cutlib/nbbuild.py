@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from .config import DEMO_RUN_DIR, TrainConfig, field_help, load_yaml
 from .colour import KEEP_COLOUR_GRID
+from .config import DEMO_RUN_DIR, TrainConfig, field_help, load_yaml
 from .painting import PAINT_BORDER
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
