@@ -1,5 +1,7 @@
-"""Generation throughput: the 03 path end to end (decode JPEG -> G -> PNG -> zip) next to the generator
-forward alone on the same images in the same run. Prints one JSON line.
+"""Generation throughput: the 03 path end to end (decode JPEG -> G -> PNG -> zip) next to G's painting
+alone (cutlib.painting.paint: the border and the kept colour, as generation runs it) on the same images in
+the same run, in the dtype `cutlib generate` picks (resolve_amp "auto"), read against the machine's peak on
+G's own forward convolutions (bench/peak.py). Prints one JSON line.
 
     python bench/generate.py --data ../shared/data/gan-getting-started --images 64
     python bench/generate.py --quick     # CI-sized: demo photos, 64 px, narrow generator
@@ -14,12 +16,17 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cutlib.data import eval_image, list_images, make_demo_data  # noqa: E402
 from cutlib.generate import translate_files, validate_zip, write_zip  # noqa: E402
-from cutlib.hardware import native_bf16  # noqa: E402
+from cutlib.hardware import resolve_amp  # noqa: E402
 from cutlib.nets import Generator, init_weights  # noqa: E402
+from cutlib.painting import PAINT_BORDER, paint  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak import conv_peak, conv_shapes  # noqa: E402
 
 
 def main(argv=None):
@@ -44,26 +51,34 @@ def main(argv=None):
     files = [photos[i % len(photos)] for i in range(a.images)]  # a smaller folder is cycled to reach --images
     jobs = [(f, "") for f in files]
     G = init_weights(Generator(a.ngf)).to(device).eval().requires_grad_(False)
-    amp = None
+    amp = resolve_amp("auto", device)  # what `cutlib generate` and 03 use
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         if a.channels_last:
             G = G.to(memory_format=torch.channels_last)
-        amp = torch.bfloat16 if native_bf16() else torch.float16
 
-    # generator forward alone, inputs already decoded and on the device
+    # G's painting alone, inputs already decoded and on the device
     x = torch.stack([eval_image(f, a.size) for f in files[:512]]).to(device)
-    ctx = lambda: torch.autocast(device.type, dtype=amp, enabled=amp is not None)  # noqa: E731
+    ctx = lambda: torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)  # noqa: E731
+    painting = lambda xb: paint(G, xb, PAINT_BORDER)  # noqa: E731
     with torch.no_grad(), ctx():
-        G(x[: a.batch])  # warm-up
+        painting(x[: a.batch])  # warm-up
+        with FlopCounterMode(display=False) as fc:
+            painting(x[: a.batch])
+        flops_per_image = fc.get_total_flops() / len(x[: a.batch])
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         for i in range(0, len(x), a.batch):
-            G(x[i: i + a.batch])
+            painting(x[i: i + a.batch])
         if device.type == "cuda":
             torch.cuda.synchronize()
         t_forward = (time.perf_counter() - t0) * len(files) / len(x)  # projected to all images
+    peak = {}
+    if device.type == "cpu":  # the CPU's own peak on G's forward convs at the painted size
+        with torch.no_grad():
+            shapes = conv_shapes({"G": G}, lambda: painting(x[: a.batch]))
+        peak, _ = conv_peak(shapes, amp)
 
     # the whole 03 path
     t0 = time.perf_counter()
@@ -77,13 +92,23 @@ def main(argv=None):
         "bench": "generate", "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "images": len(files), "size": a.size, "batch": a.batch,
         "ngf": a.ngf, "quick": a.quick, "channels_last": device.type == "cuda" and a.channels_last,
+        "amp": str(amp).replace("torch.", "") if amp else "off", "border": PAINT_BORDER,
+        "gflop_per_image": round(flops_per_image / 1e9, 2),
         "forward_images_per_s": round(len(files) / t_forward, 2),
+        "forward_gflop_per_s": round(flops_per_image * len(files) / t_forward / 1e9, 1),
         "end_to_end_images_per_s": round(written["count"] / t_e2e, 2),
         "pipeline_efficiency": round(t_forward / t_e2e, 3),
         "zip_mb": round(written["bytes"] / 2**20, 1),
         "seconds_to_zip": round(t_e2e, 2), "seconds_to_validated_zip": round(t_validated, 2),
         "projected_seconds_for_7038": round(7038 / (written["count"] / t_validated), 1),
     }
+    if peak:
+        p = peak["peak_gflop_per_s"] * 1e9
+        out.update(peak_gflop_per_s=peak["peak_gflop_per_s"],
+                   conv_ceiling_gflop_per_s=peak["contiguous"]["ceiling_gflop_per_s"],
+                   channels_last_conv_ceiling_gflop_per_s=peak["channels_last"]["ceiling_gflop_per_s"],
+                   forward_fraction_of_peak=round(flops_per_image * len(files) / t_forward / p, 3),
+                   end_to_end_fraction_of_peak=round(flops_per_image * written["count"] / t_e2e / p, 3))
     print(json.dumps(out))
     return out
 

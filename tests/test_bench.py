@@ -30,6 +30,25 @@ def test_train_step_bench(tmp_path):
 def test_generate_bench(tmp_path):
     out = run_bench("generate.py", tmp_path)
     assert out["images"] == 16 and 0 < out["pipeline_efficiency"] < 5
+    # G's painting runs at 64 + border px; its rate is read against the best of its own convs alone
+    assert out["border"] > 0 and out["gflop_per_image"] > 0 and out["peak_gflop_per_s"] > 0
+    assert 0 < out["forward_fraction_of_peak"] <= 1.5 and out["conv_ceiling_gflop_per_s"] <= out["peak_gflop_per_s"]
+
+
+def test_step_profile_bench(tmp_path):
+    """Every op of the profiled step lands in one part: the shares add up, each trained network has its
+    backward part (a backward op follows the forward op that made it), and the convs' FLOPs, counted
+    shape by shape, agree with the whole step's count."""
+    out = run_bench("step_profile.py", tmp_path)
+    parts = out["parts"]
+    assert abs(sum(p["share"] for p in parts.values()) - 1) < 0.01
+    for net in ("G", "D.patch", "D.projected", "D.projected.backbone", "MLP"):
+        assert net in parts and f"{net} (backward)" in parts, sorted(parts)
+    assert {"optimizer", "EMA", "DiffAugment", "losses"} <= set(parts)
+    assert parts["G"]["conv_gflop_fwd_bwd"] > 0 and parts["D.patch"]["conv_gflop_fwd_bwd"] > 0
+    assert 0.5 * out["gflop_per_step"] < out["conv_gflop_per_step"] <= out["gflop_per_step"] * 1.01
+    assert 0 < out["fraction_of_peak"] <= 1 and out["peak"]["shapes"] > 10
+    assert out["traced_share_of_profiled"] > 0.5 and abs(sum(out["kinds"].values()) - 1) < 0.02
 
 
 def test_data_io_bench(tmp_path):

@@ -1,0 +1,247 @@
+"""Where a training step's time goes, read against the machine's own peak: prints one JSON line.
+
+    python bench/step_profile.py --size 128 --threads 2 [--amp auto|off|bf16] [--discriminator D] [--steps 3]
+    python bench/step_profile.py --quick     # CI-sized: 64 px, narrow networks, one profiled step
+
+The peak: forward+backward FLOP/s of every distinct convolution the step runs (its own shapes, found by
+hooks on one step, each timed alone in the step's dtype and memory format, and in channels_last beside
+it); the best of them is the machine's reference, and the FLOP-weighted rate of all of them is what the
+step's convolutions could reach if nothing else cost anything ("conv ceiling").
+
+The step: `--steps` real training steps under torch.profiler after warm-up. Every op's own (self) time goes
+to a part (which network or loss it runs in; a backward op to the part whose forward op created it) and to
+a kind (convolution, normalisation, padding, activation, resampling, matmul, elementwise, casts, optimizer,
+...). FLOPs per network come from FlopCounterMode on a twin step, so each reads as GFLOP/s and as a
+fraction of the peak. Profiled time runs slower than plain time (the profiler's own cost); the shares are
+of profiled time, the step's seconds of plain time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import cutlib.model as model_module  # noqa: E402
+from cutlib import losses  # noqa: E402
+from cutlib.config import DISCRIMINATORS, TrainConfig  # noqa: E402
+from cutlib.ema import EMA  # noqa: E402
+from cutlib.model import CUTModel  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak import conv_peak, conv_shapes, time_it  # noqa: E402
+
+SCOPE = "part:"
+# Op name fragments -> kind, first match wins (names are aten's, lower-cased).
+KINDS = (
+    ("conv", ("convolution", "conv2d", "mkldnn_conv", "conv_depthwise")),
+    ("norm", ("batch_norm", "instance_norm", "group_norm", "native_norm", "_batch_norm_impl", "batch_norm_backward")),
+    ("pad", ("reflection_pad", "replication_pad", "constant_pad", "aten::pad")),
+    ("resample", ("upsample", "interpolate", "avg_pool", "max_pool")),
+    ("matmul", ("mm", "matmul", "linear", "addmm", "bmm", "baddbmm")),
+    ("activation", ("relu", "leaky_relu", "threshold_backward", "tanh", "sigmoid", "silu", "hardswish",
+                    "elu", "clamp")),
+    ("cast", ("aten::to", "_to_copy", "copy_", "contiguous", "clone")),
+    ("optimizer", ("_foreach", "adam", "lerp", "addcdiv", "addcmul", "sqrt")),
+    ("reduction", ("sum", "mean", "norm", "var", "std", "amax", "max", "min", "logsumexp", "softmax",
+                   "cross_entropy", "nll_loss")),
+    ("elementwise", ("add", "sub", "mul", "div", "neg", "abs", "pow", "exp", "log", "where", "fill_", "zero_",
+                     "sign", "rand", "normal_", "uniform_", "flip", "roll", "cat", "stack", "index",
+                     "gather", "scatter", "masked")),
+    ("memory", ("empty", "view", "reshape", "as_strided", "expand", "permute", "transpose", "slice",
+                "select", "unsqueeze", "squeeze", "t", "detach", "resize_", "split", "chunk", "narrow",
+                "unbind", "alias", "set_")),
+)
+
+
+def kind_of(name: str) -> str:
+    n = name.lower()
+    if n.startswith("autograd::engine::evaluate_function") or n.endswith("backward0") or "accumulategrad" in n:
+        return "autograd"
+    if n.startswith(SCOPE) or n.startswith("optimizer.") or "##" in n:
+        return "python"
+    for kind, frags in KINDS:
+        if any(f in n for f in frags):
+            return kind
+    return "other"
+
+
+# ----------------------------------------------------------------------------------------------- the parts
+def networks(model: CUTModel) -> dict[str, torch.nn.Module]:
+    """The step's networks by part name; the projected D's frozen backbone apart from its heads."""
+    nets = {"G": model.G, "MLP": model.F}
+    for name in model.D.names:
+        net = getattr(model.D, name)
+        nets[f"D.{name}"] = net
+        if hasattr(net, "features"):
+            nets[f"D.{name}.backbone"] = net.features
+    return nets
+
+
+@contextmanager
+def part_scopes(model: CUTModel):
+    """Name the step's parts for the profiler: module hooks for the networks, wrappers for the losses,
+    DiffAugment and the EMA update (all restored on exit). The optimizer steps name themselves."""
+    handles, saved = [], []
+    for name, net in networks(model).items():
+        stack = []
+
+        def enter(mod, args, name=name, stack=stack):
+            rf = record_function(SCOPE + name)
+            rf.__enter__()
+            stack.append(rf)
+
+        def leave(mod, args, out, stack=stack):
+            stack.pop().__exit__(None, None, None)
+
+        handles += [net.register_forward_pre_hook(enter), net.register_forward_hook(leave)]
+
+    def wrap(owner, attr, name):
+        fn = getattr(owner, attr)
+
+        def scoped(*a, **k):
+            with record_function(SCOPE + name):
+                return fn(*a, **k)
+
+        saved.append((owner, attr, fn))
+        setattr(owner, attr, scoped)
+
+
+    wrap(model_module, "diff_augment", "DiffAugment")
+    wrap(model_module, "clip_grad_norm_", "optimizer")
+    wrap(EMA, "update", "EMA")
+    for scaler in (model.scaler_G, model.scaler_D):  # unscale, the non-finite check, the skip decision
+        for attr in ("unscale_", "step", "update"):
+            wrap(scaler, attr, "optimizer")
+    for fn in ("patch_nce", "d_loss", "g_adv_loss", "identity_l1", "lattice_excess", "colour_drift", "style_loss"):
+        wrap(losses, fn, "losses")
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for owner, attr, fn in reversed(saved):
+            if isinstance(owner, type) or owner is model_module or owner is losses:
+                setattr(owner, attr, fn)
+            else:  # an instance: drop the wrapper, its class's method shows again
+                delattr(owner, attr)
+
+
+def part_of(event, by_seq: dict) -> str:
+    """The innermost named part around an op; a backward op takes its forward op's part."""
+    e = event
+    while e is not None:
+        if e.name.startswith(SCOPE):
+            return e.name[len(SCOPE):]
+        if e.name.startswith("Optimizer."):
+            return "optimizer"
+        if e.name.startswith("autograd::engine::evaluate_function"):
+            if "AccumulateGrad" in e.name:
+                return "optimizer"  # the gradients' accumulation into .grad: the optimizer's side
+            return by_seq.get(e.sequence_nr, "other") + " (backward)"
+        e = e.cpu_parent
+    return "other"
+
+
+def attribute(events) -> tuple[dict, dict, dict, float]:
+    """(part -> kind -> self microseconds, part -> op -> the same, part -> total, all) over the profiled ops."""
+    by_seq: dict[int, str] = {}
+    for e in events:  # forward ops that made an autograd node: sequence number -> their part
+        if e.sequence_nr >= 0 and not e.name.startswith("autograd::") and e.sequence_nr not in by_seq:
+            if not e.name.endswith("Backward0"):
+                by_seq[e.sequence_nr] = part_of(e, {})
+    table: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    ops: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for e in events:
+        part = part_of(e, by_seq)
+        table[part][kind_of(e.name)] += e.self_cpu_time_total
+        ops[part][e.name] += e.self_cpu_time_total
+    totals = {p: sum(k.values()) for p, k in table.items()}
+    return table, ops, totals, sum(totals.values())
+
+
+def measure(cfg: TrainConfig, steps: int, warmup: int) -> dict:
+    model = CUTModel(cfg, "cpu")
+    model.step = cfg.identity_warmup + 1  # the steady state (identity L1 off), as most steps are
+    s, b = cfg.image_size, cfg.batch_size
+    photo, monet = torch.rand(b, 3, s, s) * 2 - 1, torch.rand(b, 3, s, s) * 2 - 1
+    for _ in range(warmup):
+        model.train_step(photo, monet)
+    plain = time_it(lambda: model.train_step(photo, monet), min_seconds=0.0, max_reps=3)
+    with FlopCounterMode(display=False) as fc:
+        model.train_step(photo, monet)
+    flops = fc.get_total_flops()
+    shapes = conv_shapes(networks(model), lambda: model.train_step(photo, monet))
+    with part_scopes(model), profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            model.train_step(photo, monet)
+        profiled = (time.perf_counter() - t0) / steps
+    table, ops, totals, traced = attribute(prof.events())
+    peak, conv_flops = conv_peak(shapes, model.amp_dtype)
+    p = peak["peak_gflop_per_s"] * 1e9
+    parts = {}
+    for part, total in sorted(totals.items(), key=lambda kv: -kv[1]):
+        share = total / traced
+        row = {"share": round(share, 4), "ms": round(share * plain * 1e3, 1),
+               "kinds": {k: round(v / total, 3) for k, v in sorted(table[part].items(), key=lambda kv: -kv[1])
+                         if v / total >= 0.01},
+               "top_ops": {k: round(v / total, 3) for k, v in sorted(ops[part].items(), key=lambda kv: -kv[1])[:4]}}
+        if conv_flops.get(part):  # the part's conv FLOPs (forward and backward) over its time, both ways
+            secs = (total + totals.get(f"{part} (backward)", 0.0)) / traced * plain
+            row["conv_gflop_fwd_bwd"] = round(conv_flops[part] / 1e9, 2)
+            row["conv_fraction_of_peak_fwd_bwd"] = round(conv_flops[part] / secs / p, 3)
+        parts[part] = row
+    kinds: dict[str, float] = defaultdict(float)
+    for k in table.values():
+        for kind, v in k.items():
+            kinds[kind] += v / traced
+    return {
+        "bench": "step_profile", "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "cpu_count": os.cpu_count(), "size": s, "batch": b, "discriminator": cfg.discriminator,
+        "amp": str(model.amp_dtype).replace("torch.", "") if model.amp_dtype else "off",
+        "seconds_per_step": round(plain, 4), "profiled_seconds_per_step": round(profiled, 4),
+        "traced_share_of_profiled": round(traced / 1e6 / steps / profiled, 3),
+        "gflop_per_step": round(flops / 1e9, 2), "conv_gflop_per_step": round(sum(conv_flops.values()) / 1e9, 2),
+        "achieved_gflop_per_s": round(flops / plain / 1e9, 1),
+        "fraction_of_peak": round(flops / plain / p, 3),
+        "fraction_of_conv_ceiling": round(flops / plain / (peak["contiguous"]["ceiling_gflop_per_s"] * 1e9), 3),
+        "peak": peak, "kinds": {k: round(v, 3) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+        "parts": parts,
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--amp", default="auto", choices=["auto", "off", "bf16"])
+    ap.add_argument("--discriminator", default="patch+projected", choices=list(DISCRIMINATORS))
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--steps", type=int, default=3, help="profiled steps")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="CI-sized smoke run")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    widths = {}
+    if a.quick:
+        a.size, a.steps, a.warmup = 64, 1, 1
+        widths = dict(ngf=8, ndf=8, num_patches=32)
+    cfg = TrainConfig(image_size=a.size, load_size=a.size, amp=a.amp, device="cpu",
+                      discriminator=a.discriminator, **widths)
+    out = measure(cfg, a.steps, a.warmup)
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()
