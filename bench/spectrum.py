@@ -20,7 +20,7 @@ the D's weight in G's loss) grow it or fight it? Per lattice period, the cosine 
 spectrum and the step's at those frequencies over all images (+1: grows it, -1: erases it, ~0: blind
 to it), and `step_power`, the step's mean power there, to say whose push is the stronger (`step_rms`:
 the whole step's size, per pixel; `edges`: its size along each border over its size inside).
-`outputs`: the same measure on the EMA generator's outputs (256 px) for held-out photos, beside the
+`outputs`: the same measure on the EMA generator's outputs (256 px, or `--gen-size`) for held-out photos, beside the
 photos themselves; with `--shifts`, also on the mean of that many paints over the phases of G's 4-px
 grid (cutlib.painting.paint), which cancels a lattice locked to that grid.
 `taps`: which of the projected D's frozen EfficientNet stride-2 convs must blur for each of its four
@@ -101,6 +101,15 @@ def peak_ratios(power: np.ndarray) -> dict:
     ratio = power / np.maximum(median[ring], 1e-30)
 
     out = {name: round(max(float(ratio[lattice_bin(f, h, w)]) for f in freqs), 2) for name, freqs in LATTICE.items()}
+
+    def line(f):  # the bin against the bins two away along both axes (past the Hann window's main lobe)
+        i, j = lattice_bin(f, h, w)
+        around = [power[(i + di) % h, (j + dj) % w] for di, dj in ((2, 0), (-2, 0), (0, 2), (0, -2))]
+        return float(power[i, j]) / max(float(np.mean(around)), 1e-30)
+
+    # a lattice is a line (>> 1); broad texture with the same orientation (strokes, edges) is ~1
+    out.update({f"{name}_line": round(max(line(f) for f in freqs), 2) for name, freqs in LATTICE.items()
+                if name != "p4_anti"})
     high = radius > 0.125
     k = np.unravel_index(np.argmax(np.where(high, ratio, 0)), ratio.shape)
     out["max"] = round(float(ratio[k]), 2)
@@ -265,6 +274,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=128, help="grad, taps: crop size D sees (the training unit)")
     p.add_argument("--push-size", type=int, default=1024, help="taps: the flat image's size (the stride-32 "
                    "map's receptive field must leave its centre free of border effects)")
+    p.add_argument("--gen-size", type=int, default=256, help="outputs: the size photos are painted at (64 for "
+                   "the 64 px screen's runs, as bench/curve.py --gen-size)")
     p.add_argument("--steps", default="", help="outputs, grad with runs: comma-separated checkpoint steps (default: the last)")
     p.add_argument("--shifts", default="1", help="outputs: comma-separated paints per photo averaged over the "
                    "phases of G's grid (cutlib.painting.paint), each scored as run@step/shiftsN")
@@ -289,7 +300,7 @@ def main(argv=None) -> int:
     elif a.mode == "taps":
         result.update(tap_table(photo_batch(a.photos, a.n, a.size), a.push_size))
     else:
-        photos = photo_batch(a.photos, a.n, 256)
+        photos = photo_batch(a.photos, a.n, a.gen_size)
         result["photos"] = peak_ratios(mean_power(photos))
         for run in a.runs:
             for step in checkpoint_steps(run, a.steps):

@@ -237,6 +237,25 @@ def test_corner_mark_measures_what_pays_g_for_a_mark(tiny_cfg, capsys):
         assert all(0 < v["corner"] < 50 and 0 < v["rest"] < 50 for v in out["nce"][tag].values())
 
 
+def test_spectrum_tells_a_lattice_from_texture_of_the_same_orientation():
+    """A period-4 lattice is a line in the spectrum (p4_line >> 1); horizontal streaks of every period near
+    4 px raise the ratio to the ring's median (p4) as much but are no line (p4_line ~ 1)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import spectrum
+
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(16, 3, 64, 64, generator=g) * 0.05
+    rows = torch.arange(64.0)[:, None]
+    lattice = noise + 0.1 * torch.cos(2 * torch.pi * rows / 4)
+    # streaks: per image a random period in 3.3..5 px and phase, so no single frequency stands out
+    period = 3.3 + 1.7 * torch.rand(16, 1, 1, 1, generator=g)
+    phase = 2 * torch.pi * torch.rand(16, 1, 1, 1, generator=g)
+    streaks = noise + 0.1 * torch.cos(2 * torch.pi * rows / period + phase)
+    lat, st = (spectrum.peak_ratios(spectrum.mean_power(x)) for x in (lattice, streaks))
+    assert lat["p4"] > 10 and st["p4"] > 3  # both stand out of the ring along the vertical axis
+    assert lat["p4_line"] > 10 and st["p4_line"] < 3
+
+
 def test_spectrum_measures_outputs_painted_over_the_generators_phases(tiny_cfg, capsys):
     sys.path.insert(0, str(ROOT / "bench"))
     import spectrum
@@ -248,5 +267,5 @@ def test_spectrum_measures_outputs_painted_over_the_generators_phases(tiny_cfg, 
                    "--shifts", "1,4"])
     out = json.loads(capsys.readouterr().out)
     single, averaged = out["run@2"], out["run@2/shifts4"]
-    assert set(single) == {"p2", "p4", "p8", "p4_anti", "max", "max_at"}
+    assert set(single) == {"p2", "p4", "p8", "p4_anti", "max", "max_at", "p2_line", "p4_line", "p8_line"}
     assert single != averaged  # four paints at other phases, not the single one again
