@@ -218,7 +218,7 @@ def main(argv=None):
     ap.add_argument("--lambda-style", type=float, default=0.0, help="the texture loss's weight (0: off)")
     ap.add_argument("--style-stats", default="gram", choices=["gram", "meanstd"])
     ap.add_argument("--no-antialias", action="store_true", help="the 'fast' architecture: strided convs")
-    ap.add_argument("--channels-last", action="store_true", help="CUDA: channels_last (default NCHW)")
+    ap.add_argument("--channels-last", action="store_true", help="channels_last activations (default NCHW)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the generator (compile time not timed)")
     ap.add_argument("--official", default="", metavar="PATH", help="official CUT checkout to time beside ours")
     ap.add_argument("--device", default="auto")

@@ -109,7 +109,7 @@ class TrainConfig:
     # --- hardware ---
     device: str = "auto"  # "auto", "cpu" or "cuda"
     amp: str = "auto"  # "auto" (bf16 on GPUs and CPUs with bf16 units, fp16 on older GPUs, else off), "bf16", "fp16", "off"
-    channels_last: bool = False  # channels_last on CUDA (off: InstanceNorm and reflection pads copy it to NCHW)
+    channels_last: bool = False  # channels_last activations, any device (measured slower: pads and norms copy on CUDA, AVX2 convs lose 30%)
     compile: bool = False  # torch.compile the generator's training forward (slow first steps while it compiles)
     cuda_graph: str = "auto"  # "auto" (on for one-process CUDA training), "on", "off": replay the step as a CUDA graph
     seed: int = 0  # seed for weights, data order and augmentation

@@ -92,7 +92,7 @@ class CUTModel:
         self.G, self.D, self.F = G.to(self.device), D.to(self.device), F.to(self.device)
         self.backbone = backbone.to(self.device) if backbone is not None else None
         self.adv_weights = adversarial_weights(cfg, self.D.names)
-        self.memory_format = torch.channels_last if cfg.channels_last and cuda else torch.contiguous_format
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         for m in (self.G, self.D, self.backbone):
             if m is not None:
                 m.to(memory_format=self.memory_format)

@@ -80,6 +80,27 @@ def test_amp_auto_picks_bf16_only_on_cpus_with_bf16_units(tmp_path, monkeypatch)
         assert hardware.resolve_amp("off", cpu) is None and hardware.resolve_amp("bf16", cpu) == torch.bfloat16
 
 
+def test_channels_last_trains_like_contiguous(tiny_cfg):
+    """channels_last is a layout, not a different computation: on the CPU too, two steps give the
+    contiguous step's losses and weights to fp32 rounding, and the activations really are channels_last."""
+    photo, monet = _batch(tiny_cfg())
+    plain, nhwc = CUTModel(tiny_cfg()), CUTModel(tiny_cfg(channels_last=True))
+    assert nhwc.memory_format == torch.channels_last
+    seen = []
+    hook = nhwc.G.blocks[0].register_forward_hook(
+        lambda mod, args, out: seen.append(out.is_contiguous(memory_format=torch.channels_last)))
+    for step in range(2):
+        torch.manual_seed(step)  # same DiffAugment draws for both
+        a = plain.train_step(photo, monet)
+        torch.manual_seed(step)
+        b = nhwc.train_step(photo, monet)
+    hook.remove()
+    assert seen and all(seen)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-4)
+    assert_trained_alike(plain.G.state_dict(), nhwc.G.state_dict(), plain.cfg.lr, steps=2, mean_tol=1e-5)
+
+
 @pytest.mark.slow
 @pytest.mark.long  # Inductor compiling C++ on the CPU: ~95 s on 2 cores
 def test_compiled_generator_trains_like_eager(tiny_cfg):
