@@ -1,19 +1,22 @@
-"""Where a training step's time goes, read against the machine's own peak: prints one JSON line.
+"""Where a CPU training step's (or generation batch's) time goes, read against the machine's own peak:
+prints one JSON line.
 
     python bench/step_profile.py --size 128 --threads 2 [--amp auto|off|bf16] [--discriminator D] [--steps 3]
-    python bench/step_profile.py --quick     # CI-sized: 64 px, narrow networks, one profiled step
+    python bench/step_profile.py --generate --size 256 --batch 8 --threads 2 [--steps 2]   # G painting a batch
+    python bench/step_profile.py --quick [--generate]     # CI-sized: 64 px, narrow networks, one profiled call
 
-The peak: forward+backward FLOP/s of every distinct convolution the step runs (its own shapes, found by
-hooks on one step, each timed alone in the step's dtype and memory format, and in channels_last beside
-it); the best of them is the machine's reference, and the FLOP-weighted rate of all of them is what the
-step's convolutions could reach if nothing else cost anything ("conv ceiling").
+The peak (bench/peak.py): the FLOP/s of every distinct convolution the workload runs, each timed alone in
+its dtype (forward, and backward where the workload has one), contiguous and channels_last; the best is the
+machine's reference, and the FLOP-weighted rate of all of them is what the workload's convolutions could
+reach if nothing else cost anything ("conv ceiling").
 
-The step: `--steps` real training steps under torch.profiler after warm-up. Every op's own (self) time goes
-to a part (which network or loss it runs in; a backward op to the part whose forward op created it) and to
-a kind (convolution, normalisation, padding, activation, resampling, matmul, elementwise, casts, optimizer,
-...). FLOPs per network come from FlopCounterMode on a twin step, so each reads as GFLOP/s and as a
-fraction of the peak. Profiled time runs slower than plain time (the profiler's own cost); the shares are
-of profiled time, the step's seconds of plain time.
+The profile: `--steps` real training steps (or batches of `cutlib.painting.paint` with the border and the
+kept colour, in the dtype `cutlib generate` picks) under torch.profiler after warm-up. Every op's own (self)
+time goes to a part (which network or loss it runs in; a backward op to the part whose forward op created
+it) and to a kind (convolution, normalisation, padding, activation, resampling, matmul, elementwise, casts,
+optimizer, ...). Each network's conv FLOPs (counted shape by shape) over its time read as a fraction of the
+peak. Profiled time runs slower than plain time (the profiler's own cost); the shares are of profiled
+time, the seconds of plain time.
 """
 from __future__ import annotations
 
@@ -32,10 +35,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import cutlib.model as model_module  # noqa: E402
+import cutlib.painting as painting_module  # noqa: E402
 from cutlib import losses  # noqa: E402
 from cutlib.config import DISCRIMINATORS, TrainConfig  # noqa: E402
 from cutlib.ema import EMA  # noqa: E402
+from cutlib.hardware import resolve_amp  # noqa: E402
 from cutlib.model import CUTModel  # noqa: E402
+from cutlib.nets import Generator, init_weights  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peak import conv_peak, conv_shapes, time_it  # noqa: E402
@@ -169,25 +175,23 @@ def attribute(events) -> tuple[dict, dict, dict, float]:
     return table, ops, totals, sum(totals.values())
 
 
-def measure(cfg: TrainConfig, steps: int, warmup: int) -> dict:
-    model = CUTModel(cfg, "cpu")
-    model.step = cfg.identity_warmup + 1  # the steady state (identity L1 off), as most steps are
-    s, b = cfg.image_size, cfg.batch_size
-    photo, monet = torch.rand(b, 3, s, s) * 2 - 1, torch.rand(b, 3, s, s) * 2 - 1
+def profiled(run, scopes, nets: dict, dtype, reps: int, warmup: int) -> dict:
+    """Time `run` plainly, count its FLOPs, find its convs and the peak on them, and profile `reps` calls
+    under `scopes` (a context naming its parts): the figures common to a training step and a generation batch."""
     for _ in range(warmup):
-        model.train_step(photo, monet)
-    plain = time_it(lambda: model.train_step(photo, monet), min_seconds=0.0, max_reps=3)
+        run()
+    plain = time_it(run, min_seconds=0.0, max_reps=3)
     with FlopCounterMode(display=False) as fc:
-        model.train_step(photo, monet)
+        run()
     flops = fc.get_total_flops()
-    shapes = conv_shapes(networks(model), lambda: model.train_step(photo, monet))
-    with part_scopes(model), profile(activities=[ProfilerActivity.CPU]) as prof:
+    shapes = conv_shapes(nets, run)
+    with scopes, profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()
-        for _ in range(steps):
-            model.train_step(photo, monet)
-        profiled = (time.perf_counter() - t0) / steps
+        for _ in range(reps):
+            run()
+        seconds_profiled = (time.perf_counter() - t0) / reps
     table, ops, totals, traced = attribute(prof.events())
-    peak, conv_flops = conv_peak(shapes, model.amp_dtype)
+    peak, conv_flops = conv_peak(shapes, dtype)
     p = peak["peak_gflop_per_s"] * 1e9
     parts = {}
     for part, total in sorted(totals.items(), key=lambda kv: -kv[1]):
@@ -196,21 +200,20 @@ def measure(cfg: TrainConfig, steps: int, warmup: int) -> dict:
                "kinds": {k: round(v / total, 3) for k, v in sorted(table[part].items(), key=lambda kv: -kv[1])
                          if v / total >= 0.01},
                "top_ops": {k: round(v / total, 3) for k, v in sorted(ops[part].items(), key=lambda kv: -kv[1])[:4]}}
-        if conv_flops.get(part):  # the part's conv FLOPs (forward and backward) over its time, both ways
+        if conv_flops.get(part):  # the part's conv FLOPs (forward, and backward if any) over its time, both ways
             secs = (total + totals.get(f"{part} (backward)", 0.0)) / traced * plain
-            row["conv_gflop_fwd_bwd"] = round(conv_flops[part] / 1e9, 2)
-            row["conv_fraction_of_peak_fwd_bwd"] = round(conv_flops[part] / secs / p, 3)
+            row["conv_gflop"] = round(conv_flops[part] / 1e9, 2)
+            row["conv_fraction_of_peak"] = round(conv_flops[part] / secs / p, 3)
         parts[part] = row
     kinds: dict[str, float] = defaultdict(float)
     for k in table.values():
         for kind, v in k.items():
             kinds[kind] += v / traced
     return {
-        "bench": "step_profile", "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "cpu_count": os.cpu_count(), "size": s, "batch": b, "discriminator": cfg.discriminator,
-        "amp": str(model.amp_dtype).replace("torch.", "") if model.amp_dtype else "off",
-        "seconds_per_step": round(plain, 4), "profiled_seconds_per_step": round(profiled, 4),
-        "traced_share_of_profiled": round(traced / 1e6 / steps / profiled, 3),
+        "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
+        "amp": str(dtype).replace("torch.", "") if dtype else "off",
+        "seconds_per_step": round(plain, 4), "profiled_seconds_per_step": round(seconds_profiled, 4),
+        "traced_share_of_profiled": round(traced / 1e6 / reps / seconds_profiled, 3),
         "gflop_per_step": round(flops / 1e9, 2), "conv_gflop_per_step": round(sum(conv_flops.values()) / 1e9, 2),
         "achieved_gflop_per_s": round(flops / plain / 1e9, 1),
         "fraction_of_peak": round(flops / plain / p, 3),
@@ -218,6 +221,59 @@ def measure(cfg: TrainConfig, steps: int, warmup: int) -> dict:
         "peak": peak, "kinds": {k: round(v, 3) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
         "parts": parts,
     }
+
+
+def measure(cfg: TrainConfig, steps: int, warmup: int) -> dict:
+    """The training step (the steady state: identity L1 off, as most steps are), on random images."""
+    model = CUTModel(cfg, "cpu")
+    model.step = cfg.identity_warmup + 1
+    s, b = cfg.image_size, cfg.batch_size
+    photo, monet = torch.rand(b, 3, s, s) * 2 - 1, torch.rand(b, 3, s, s) * 2 - 1
+    out = profiled(lambda: model.train_step(photo, monet), part_scopes(model), networks(model),
+                   model.amp_dtype, steps, warmup)
+    return {"bench": "step_profile", "size": s, "batch": b, "discriminator": cfg.discriminator, **out}
+
+
+@contextmanager
+def painting_scopes(G):
+    """Generation's parts: G, and the photo's colour layout put back (`keep_colour`); the border's reflection
+    pad and the crop are what is left ("other")."""
+    def enter(mod, args):
+        rf = record_function(SCOPE + "G")
+        rf.__enter__()
+        stack.append(rf)
+
+    stack: list = []
+    handles = [G.register_forward_pre_hook(enter),
+               G.register_forward_hook(lambda mod, args, out: stack.pop().__exit__(None, None, None))]
+    keep = painting_module.keep_photo_colour
+
+    def scoped(*a, **k):
+        with record_function(SCOPE + "keep_colour"):
+            return keep(*a, **k)
+
+    painting_module.keep_photo_colour = scoped
+    try:
+        yield
+    finally:
+        painting_module.keep_photo_colour = keep
+        for h in handles:
+            h.remove()
+
+
+def measure_generation(size: int, batch: int, reps: int, warmup: int, ngf: int = 64) -> dict:
+    """One batch of G's painting as generation runs it (border, kept colour, generate's dtype), no autograd."""
+    G = init_weights(Generator(ngf)).eval().requires_grad_(False)
+    dtype = resolve_amp("auto", torch.device("cpu"))
+    x = torch.rand(batch, 3, size, size) * 2 - 1
+
+    def run():
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            return painting_module.paint(G, x, painting_module.PAINT_BORDER)
+
+    out = profiled(run, painting_scopes(G), {"G": G}, dtype, reps, warmup)
+    return {"bench": "generation_profile", "size": size, "batch": batch, "border": painting_module.PAINT_BORDER,
+            "images_per_s": round(batch / out["seconds_per_step"], 3), **out}
 
 
 def main(argv=None):
@@ -228,6 +284,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--steps", type=int, default=3, help="profiled steps")
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--generate", action="store_true", help="profile generation instead: G painting a batch "
+                    "of --batch photos at --size (+ the border), as `cutlib generate` runs it")
+    ap.add_argument("--batch", type=int, default=8, help="--generate: photos per batch")
     ap.add_argument("--quick", action="store_true", help="CI-sized smoke run")
     a = ap.parse_args(argv)
     if a.threads:
@@ -236,9 +295,12 @@ def main(argv=None):
     if a.quick:
         a.size, a.steps, a.warmup = 64, 1, 1
         widths = dict(ngf=8, ndf=8, num_patches=32)
-    cfg = TrainConfig(image_size=a.size, load_size=a.size, amp=a.amp, device="cpu",
-                      discriminator=a.discriminator, **widths)
-    out = measure(cfg, a.steps, a.warmup)
+    if a.generate:
+        out = measure_generation(a.size, 2 if a.quick else a.batch, a.steps, a.warmup, widths.get("ngf", 64))
+    else:
+        cfg = TrainConfig(image_size=a.size, load_size=a.size, amp=a.amp, device="cpu",
+                          discriminator=a.discriminator, **widths)
+        out = measure(cfg, a.steps, a.warmup)
     print(json.dumps(out))
     return out
 

@@ -45,10 +45,21 @@ def test_step_profile_bench(tmp_path):
     for net in ("G", "D.patch", "D.projected", "D.projected.backbone", "MLP"):
         assert net in parts and f"{net} (backward)" in parts, sorted(parts)
     assert {"optimizer", "EMA", "DiffAugment", "losses"} <= set(parts)
-    assert parts["G"]["conv_gflop_fwd_bwd"] > 0 and parts["D.patch"]["conv_gflop_fwd_bwd"] > 0
+    assert parts["G"]["conv_gflop"] > 0 and parts["D.patch"]["conv_gflop"] > 0
     assert 0.5 * out["gflop_per_step"] < out["conv_gflop_per_step"] <= out["gflop_per_step"] * 1.01
     assert 0 < out["fraction_of_peak"] <= 1 and out["peak"]["shapes"] > 10
     assert out["traced_share_of_profiled"] > 0.5 and abs(sum(out["kinds"].values()) - 1) < 0.02
+
+
+def test_generation_profile_bench(tmp_path):
+    """Generation's batch profiled the same way: G's forward (no backward part: no autograd), the kept
+    colour, and the border's pad and crop left over; G's convs counted are all of the batch's."""
+    out = run_bench("step_profile.py", tmp_path, "--generate")
+    parts = out["parts"]
+    assert {"G", "keep_colour"} <= set(parts) and not any(p.endswith("(backward)") for p in parts)
+    assert abs(sum(p["share"] for p in parts.values()) - 1) < 0.01
+    assert 0.9 * out["gflop_per_step"] < parts["G"]["conv_gflop"] <= out["gflop_per_step"] * 1.01
+    assert 0 < out["fraction_of_peak"] <= 1 and out["images_per_s"] > 0
 
 
 def test_data_io_bench(tmp_path):
