@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import time
+import types
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,11 +95,11 @@ def networks(model: CUTModel) -> dict[str, torch.nn.Module]:
 
 
 @contextmanager
-def part_scopes(model: CUTModel):
-    """Name the step's parts for the profiler: module hooks for the networks, wrappers for the losses,
-    DiffAugment and the EMA update (all restored on exit). The optimizer steps name themselves."""
+def named_parts(nets: dict, functions: list):
+    """Name parts for the profiler while inside: each network's forward (module hooks) and each function
+    (owner, attribute, part name) wrapped in a record_function scope; all restored on exit."""
     handles, saved = [], []
-    for name, net in networks(model).items():
+    for name, net in nets.items():
         stack = []
 
         def enter(mod, args, name=name, stack=stack):
@@ -110,36 +111,37 @@ def part_scopes(model: CUTModel):
             stack.pop().__exit__(None, None, None)
 
         handles += [net.register_forward_pre_hook(enter), net.register_forward_hook(leave)]
-
-    def wrap(owner, attr, name):
+    for owner, attr, name in functions:
         fn = getattr(owner, attr)
 
-        def scoped(*a, **k):
+        def scoped(*a, fn=fn, name=name, **k):
             with record_function(SCOPE + name):
                 return fn(*a, **k)
 
         saved.append((owner, attr, fn))
         setattr(owner, attr, scoped)
-
-
-    wrap(model_module, "diff_augment", "DiffAugment")
-    wrap(model_module, "clip_grad_norm_", "optimizer")
-    wrap(EMA, "update", "EMA")
-    for scaler in (model.scaler_G, model.scaler_D):  # unscale, the non-finite check, the skip decision
-        for attr in ("unscale_", "step", "update"):
-            wrap(scaler, attr, "optimizer")
-    for fn in ("patch_nce", "d_loss", "g_adv_loss", "identity_l1", "lattice_excess", "colour_drift", "style_loss"):
-        wrap(losses, fn, "losses")
     try:
         yield
     finally:
         for h in handles:
             h.remove()
         for owner, attr, fn in reversed(saved):
-            if isinstance(owner, type) or owner is model_module or owner is losses:
+            if isinstance(owner, (type, types.ModuleType)):
                 setattr(owner, attr, fn)
             else:  # an instance: drop the wrapper, its class's method shows again
                 delattr(owner, attr)
+
+
+def part_scopes(model: CUTModel):
+    """The training step's parts: the networks, DiffAugment, the losses, the EMA update, and the optimizer's
+    clipping and GradScaler calls (the optimizer steps name themselves)."""
+    functions = [(model_module, "diff_augment", "DiffAugment"), (model_module, "clip_grad_norm_", "optimizer"),
+                 (EMA, "update", "EMA")]
+    functions += [(scaler, attr, "optimizer") for scaler in (model.scaler_G, model.scaler_D)
+                  for attr in ("unscale_", "step", "update")]  # unscale, the non-finite check, the skip
+    functions += [(losses, fn, "losses") for fn in ("patch_nce", "d_loss", "g_adv_loss", "identity_l1",
+                                                    "lattice_excess", "colour_drift", "style_loss")]
+    return named_parts(networks(model), functions)
 
 
 def part_of(event, by_seq: dict) -> str:
@@ -234,31 +236,10 @@ def measure(cfg: TrainConfig, steps: int, warmup: int) -> dict:
     return {"bench": "step_profile", "size": s, "batch": b, "discriminator": cfg.discriminator, **out}
 
 
-@contextmanager
 def painting_scopes(G):
     """Generation's parts: G, and the photo's colour layout put back (`keep_colour`); the border's reflection
     pad and the crop are what is left ("other")."""
-    def enter(mod, args):
-        rf = record_function(SCOPE + "G")
-        rf.__enter__()
-        stack.append(rf)
-
-    stack: list = []
-    handles = [G.register_forward_pre_hook(enter),
-               G.register_forward_hook(lambda mod, args, out: stack.pop().__exit__(None, None, None))]
-    keep = painting_module.keep_photo_colour
-
-    def scoped(*a, **k):
-        with record_function(SCOPE + "keep_colour"):
-            return keep(*a, **k)
-
-    painting_module.keep_photo_colour = scoped
-    try:
-        yield
-    finally:
-        painting_module.keep_photo_colour = keep
-        for h in handles:
-            h.remove()
+    return named_parts({"G": G}, [(painting_module, "keep_photo_colour", "keep_colour")])
 
 
 def measure_generation(size: int, batch: int, reps: int, warmup: int, ngf: int = 64) -> dict:
