@@ -88,6 +88,8 @@ class TrainConfig:
     lambda_lattice: float = 5.0  # penalty on the RMS of a period-4 lattice (G's grid) in the fake beyond the photo's
     lambda_colour: float = 0.0  # the fake's coarse a*/b* layout against its photo's, per CIELAB unit (0: off)
     colour_grid: int = 8  # the colour term's layout: grid x grid cells over the image
+    lambda_coarse: float = 0.0  # a second PatchGAN on the image pooled by coarse_factor (colour layout), its adversarial weight (0: none)
+    coarse_factor: int = 2  # the coarse PatchGAN's average-pooling factor (image_size / coarse_factor >= 32)
     lambda_nce: float = 1.0  # PatchNCE weight (fastcut: 10)
     nce_idt: bool = True  # also apply NCE to (monet, G(monet)) and average (fastcut: False)
     nce_layers: tuple = (0, 4, 8, 12, 16)  # CUT tap indices (official numbering)
@@ -151,11 +153,11 @@ class TrainConfig:
             raise ConfigError("lr_schedule='time' decays the lr over time_budget_hours, which is 0; set it, "
                               "or use lr_schedule='steps'")
         for name in ("image_size", "load_size", "batch_size", "steps", "ngf", "ndf", "num_patches",
-                     "log_every", "ckpt_every", "r1_every", "eval_photos", "colour_grid"):
+                     "log_every", "ckpt_every", "r1_every", "eval_photos", "colour_grid", "coarse_factor"):
             _at_least(self, name, 1)
         for name in ("num_workers", "n_blocks", "eval_every", "identity_warmup", "sample_every", "keep_ckpts",
-                     "lr", "lambda_gan", "lambda_proj", "lambda_style", "lambda_lattice", "lambda_colour", "lambda_nce",
-                     "lambda_identity", "r1_weight", "grad_clip_g",
+                     "lr", "lambda_gan", "lambda_proj", "lambda_style", "lambda_lattice", "lambda_colour",
+                     "lambda_coarse", "lambda_nce", "lambda_identity", "r1_weight", "grad_clip_g",
                      "grad_clip_d", "ema_halflife_kimg", "ema_rampup", "time_budget_hours"):
             _at_least(self, name, 0)
         if self.image_size % 4:
@@ -176,6 +178,10 @@ class TrainConfig:
         if self.nce_crop and self.flip_equivariance:
             raise ConfigError("nce_crop > 0 with flip_equivariance (mode='fastcut') is not supported: the flipped "
                               "fake's window would not match the source's; set nce_crop 0 or mode 'cut'")
+        if self.lambda_coarse > 0 and self.image_size // self.coarse_factor < 32:
+            raise ConfigError(f"coarse_factor={self.coarse_factor}: the coarse PatchGAN would see "
+                              f"{self.image_size // self.coarse_factor} px of image_size={self.image_size}, and "
+                              "needs >= 32 to give any logits (five 4x4 convs, three halvings); lower coarse_factor or set lambda_coarse 0")
         if self.centred_resampling and not self.antialias:
             raise ConfigError("centred_resampling=True sets the taps of G's blur downsampling, which antialias=False "
                               "leaves out (strided convs); set antialias true or centred_resampling false")
