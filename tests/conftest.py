@@ -22,6 +22,28 @@ def assert_trained_alike(a: dict, b: dict, lr: float, steps: int, mean_tol: floa
     assert weights.mean() < mean_tol, float(weights.mean())
 
 
+def straight_and_resumed(make_cfg, tmp_path, split_at: int, **kw) -> tuple[dict, dict]:
+    """The last checkpoints of one run trained straight through and of the same run stopped after
+    `split_at` steps and resumed, for "resume is exact" tests."""
+    from cutlib.checkpoint import load_checkpoint
+    from cutlib.train import train
+
+    straight = make_cfg(out_dir=str(tmp_path / "a"), **kw)
+    train(straight, progress=False)
+    split = make_cfg(out_dir=str(tmp_path / "b"), **kw)
+    assert train(split, progress=False, until_step=split_at)["step"] == split_at
+    assert train(split.replace(resume=True), progress=False)["start_step"] == split_at
+    a, b = load_checkpoint(tmp_path / "a/ckpt/latest.pt"), load_checkpoint(tmp_path / "b/ckpt/latest.pt")
+    assert a["step"] == b["step"] == straight.steps
+    return a, b
+
+
+def assert_same_weights(a: dict, b: dict, nets=("G", "D", "F")) -> None:
+    for net in nets:
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), (net, k)
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
     """A small built-in demo dataset (Kaggle layout), made once per test session."""

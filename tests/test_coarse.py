@@ -2,12 +2,11 @@
 it starts where the same run without it starts."""
 import pytest
 import torch
+from conftest import assert_same_weights, straight_and_resumed
 
-from cutlib.checkpoint import load_checkpoint
 from cutlib.config import ConfigError
 from cutlib.discriminators import CoarsePatchDiscriminator, PatchDiscriminator, adversarial_weights
 from cutlib.model import CUTModel
-from cutlib.train import train
 
 
 def _corner_reach(D, size=64):
@@ -67,15 +66,8 @@ def test_a_run_with_the_coarse_patchgan_starts_from_the_same_weights_and_weighs_
 def test_the_coarse_patchgan_trains_and_resumes_exactly(tiny_cfg, tmp_path):
     kw = dict(image_size=64, load_size=72, lambda_coarse=0.5, steps=4)
     start = CUTModel(tiny_cfg(**kw)).D.coarse.state_dict()
-    straight = tiny_cfg(out_dir=str(tmp_path / "a"), **kw)
-    train(straight, progress=False)
-    split = tiny_cfg(out_dir=str(tmp_path / "b"), **kw)
-    assert train(split, progress=False, until_step=2)["step"] == 2
-    assert train(split.replace(resume=True), progress=False)["start_step"] == 2
-    a, b = load_checkpoint(tmp_path / "a/ckpt/latest.pt"), load_checkpoint(tmp_path / "b/ckpt/latest.pt")
+    a, b = straight_and_resumed(tiny_cfg, tmp_path, 2, **kw)
     coarse = {k.removeprefix("coarse."): v for k, v in a["D"].items() if k.startswith("coarse.")}
     assert coarse.keys() == start.keys()
     assert any(not torch.equal(coarse[k], start[k]) for k in start)  # its optimizer moved it
-    for net in ("G", "D", "F"):
-        for k in a[net]:
-            assert torch.equal(a[net][k], b[net][k]), (net, k)
+    assert_same_weights(a, b)

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from conftest import assert_same_weights, straight_and_resumed
 
 from cutlib import projection
 from cutlib.checkpoint import load_checkpoint, save_checkpoint
@@ -118,17 +119,9 @@ def test_generator_learns_through_the_frozen_backbone(tiny_cfg):
 
 def test_projected_steps_and_resume_are_exact(tiny_cfg, tmp_path, one_thread):
     kw = dict(discriminator="patch+projected", lambda_proj=0.5, r1_weight=1.0, r1_every=2)
-    straight = tiny_cfg(out_dir=str(tmp_path / "a"), **kw)
-    train(straight, progress=False)
-    split = tiny_cfg(out_dir=str(tmp_path / "b"), **kw)
-    assert train(split, progress=False, until_step=3)["step"] == 3
-    assert train(split.replace(resume=True), progress=False)["start_step"] == 3
-    a, b = load_checkpoint(tmp_path / "a/ckpt/latest.pt"), load_checkpoint(tmp_path / "b/ckpt/latest.pt")
-    assert a["step"] == b["step"] == 6
+    a, b = straight_and_resumed(tiny_cfg, tmp_path, 3, **kw)
     assert any(k.startswith("projected.projection.ccm") for k in a["D"])  # the fixed mixing travels along
-    for net in ("G", "D", "F"):
-        for k in a[net]:
-            assert torch.equal(a[net][k], b[net][k]), (net, k)
+    assert_same_weights(a, b)
 
 
 def test_the_random_projection_is_seeded_and_restored_from_the_checkpoint(tiny_cfg, tmp_path):

@@ -1,11 +1,10 @@
 """The texture loss (lambda_style): its statistics, its place in the step, checkpoints and resume."""
 import pytest
 import torch
+from conftest import assert_same_weights, straight_and_resumed
 
 from cutlib import losses
-from cutlib.checkpoint import load_checkpoint
 from cutlib.model import STYLE_STAGES, CUTModel
-from cutlib.train import train
 
 
 def _batch(size, seed=0):
@@ -82,19 +81,10 @@ def test_one_backbone_serves_the_projected_d_and_the_texture_loss(tiny_cfg):
 @pytest.mark.parametrize("stats", ["gram", "meanstd"])
 def test_resume_with_the_texture_loss_is_exact(tiny_cfg, tmp_path, stats):
     kw = dict(lambda_style=2.0, style_stats=stats, image_size=48, load_size=52, steps=4)
-    train(tiny_cfg(out_dir=str(tmp_path / "a"), **kw), progress=False)
-    split = tiny_cfg(out_dir=str(tmp_path / "b"), **kw)
-    train(split, progress=False, until_step=2)
-    train(split.replace(resume=True), progress=False)
-    a, b = load_checkpoint(tmp_path / "a/ckpt/latest.pt"), load_checkpoint(tmp_path / "b/ckpt/latest.pt")
-    assert a["step"] == b["step"] == 4
-    for net in ("G", "D", "F", "opt_G"):
-        for k, v in a[net].items() if net != "opt_G" else a[net]["state"].items():
-            other = b[net][k] if net != "opt_G" else b[net]["state"][k]
-            if isinstance(v, dict):
-                assert all(torch.equal(v[j], other[j]) for j in v), (net, k)
-            else:
-                assert torch.equal(v, other), (net, k)
+    a, b = straight_and_resumed(tiny_cfg, tmp_path, 2, **kw)
+    assert_same_weights(a, b)
+    for k, v in a["opt_G"]["state"].items():
+        assert all(torch.equal(v[j], b["opt_G"]["state"][k][j]) for j in v), ("opt_G", k)
     import json
     style = [json.loads(x)["style"] for x in (tmp_path / "a/metrics.jsonl").read_text().splitlines()]
     assert all(s > 0 for s in style)

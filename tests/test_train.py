@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_trained_alike
+from conftest import assert_same_weights, assert_trained_alike, straight_and_resumed
 
 from cutlib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cutlib.config import TrainConfig
@@ -165,16 +165,9 @@ def test_end_to_end_run_writes_checkpoints_samples_metrics(tiny_cfg):
 
 
 def test_resume_is_exact(tiny_cfg, tmp_path):
-    straight = tiny_cfg(out_dir=str(tmp_path / "a"))
-    train(straight, progress=False)
-    split = tiny_cfg(out_dir=str(tmp_path / "b"))
-    assert train(split, progress=False, until_step=3)["step"] == 3
-    assert train(split.replace(resume=True), progress=False)["start_step"] == 3
-    a, b = load_checkpoint(tmp_path / "a/ckpt/latest.pt"), load_checkpoint(tmp_path / "b/ckpt/latest.pt")
-    assert a["step"] == b["step"] == 6
-    for net in ("G", "D", "F"):
-        for k in a[net]:
-            assert torch.equal(a[net][k], b[net][k]), (net, k)
+    a, b = straight_and_resumed(tiny_cfg, tmp_path, 3)
+    assert a["step"] == 6
+    assert_same_weights(a, b)
     for k in a["ema_G"]["shadow"]:
         assert torch.equal(a["ema_G"]["shadow"][k], b["ema_G"]["shadow"][k])
 
