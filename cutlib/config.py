@@ -89,7 +89,7 @@ class TrainConfig:
     lambda_colour: float = 0.0  # the fake's coarse a*/b* layout against its photo's, per CIELAB unit (0: off)
     colour_grid: int = 8  # the colour term's layout: grid x grid cells over the image
     lambda_coarse: float = 0.0  # a second PatchGAN on the image pooled by coarse_factor (colour layout), its adversarial weight (0: none)
-    coarse_factor: int = 2  # the coarse PatchGAN's average-pooling factor (image_size / coarse_factor >= 32)
+    coarse_factor: int = 2  # the coarse PatchGAN's average-pooling factor (it needs image_size / coarse_factor of 32 or more)
     lambda_nce: float = 1.0  # PatchNCE weight (fastcut: 10)
     nce_idt: bool = True  # also apply NCE to (monet, G(monet)) and average (fastcut: False)
     nce_layers: tuple = (0, 4, 8, 12, 16)  # CUT tap indices (official numbering)
