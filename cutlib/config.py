@@ -181,7 +181,8 @@ class TrainConfig:
         if self.lambda_coarse > 0 and self.image_size // self.coarse_factor < 32:
             raise ConfigError(f"coarse_factor={self.coarse_factor}: the coarse PatchGAN would see "
                               f"{self.image_size // self.coarse_factor} px of image_size={self.image_size}, and "
-                              "needs >= 32 to give any logits (five 4x4 convs, three halvings); lower coarse_factor or set lambda_coarse 0")
+                              "needs >= 32 to give any logits (five 4x4 convs, three halvings); lower "
+                              "coarse_factor or set lambda_coarse 0")
         if self.centred_resampling and not self.antialias:
             raise ConfigError("centred_resampling=True sets the taps of G's blur downsampling, which antialias=False "
                               "leaves out (strided convs); set antialias true or centred_resampling false")
