@@ -95,6 +95,14 @@ def test_gpu_curves_trains_two_recipes_and_the_curve_bench_scores_each_checkpoin
     for name in ("curve.png", "grids.png"):
         assert (tmp_path / "o" / name).stat().st_size > 1000
     assert "| baseline | 6 |" in (tmp_path / "o" / "curve.md").read_text()
+    # bench/paired.py on the curve just scored: residual against baseline at the two shared steps
+    r = subprocess.run([sys.executable, "bench/paired.py", str(tmp_path / "o" / "curve.json"),
+                        "--pair", "residual=baseline", "--colour"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    runs = curve["runs"]
+    fid_change = sum(runs["residual"][k]["fid"] - runs["baseline"][k]["fid"] for k in ("3", "6")) / 2
+    assert out["pairs"] == 2 and out["mean_change"]["FID"] == pytest.approx(fid_change, abs=0.01)
 
 
 @pytest.mark.slow
