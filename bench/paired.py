@@ -61,12 +61,13 @@ def summary(rows: list[dict]) -> dict:
             "lever_lower": {k: sum(c[i] < 0 for c in changes) for i, k in enumerate(FIGURES)}}
 
 
-def markdown(pairs: list[tuple[str, str]], runs: dict, colour: bool) -> str:
+def markdown(pairs: list[tuple[str, str, list[dict]]], runs: dict, colour: bool) -> str:
+    """The table of every (lever, reference, paired rows) in turn; `runs` gives the colour figures."""
     head = "| lever | reference | step | reference FID / KID / SWD 128 / SWD 64 | lever | change |"
     head += " reference C* · spread · hue kept | lever |" if colour else ""
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for lever, reference in pairs:
-        for r in paired_rows(runs[reference], runs[lever]):
+    for lever, reference, rows in pairs:
+        for r in rows:
             row = (f"| {lever} | {reference} | {r['step']:,} | " + " / ".join(f"{v:.1f}" for v in r["reference"])
                    + " | " + " / ".join(f"{v:.1f}" for v in r["lever"]) + " | "
                    + " / ".join(f"{v:+.1f}" for v in r["change"]) + " |")
@@ -96,8 +97,9 @@ def main(argv=None) -> int:
         if run not in runs:
             raise SystemExit(f"--pair: no run {run!r} in {', '.join(map(str, args.curves))} "
                              f"(runs there: {', '.join(sorted(runs)) or 'none'})")
-    print(markdown(args.pair, runs, args.colour), file=sys.stderr)
-    rows = [r for lever, reference in args.pair for r in paired_rows(runs[reference], runs[lever])]
+    pairs = [(lever, reference, paired_rows(runs[reference], runs[lever])) for lever, reference in args.pair]
+    print(markdown(pairs, runs, args.colour), file=sys.stderr)
+    rows = [r for *_, pair_rows in pairs for r in pair_rows]
     result = summary(rows)
     if not rows:
         print("paired: the pairs share no scored step", file=sys.stderr)
