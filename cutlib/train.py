@@ -71,7 +71,7 @@ class Evaluator:
                 "eval_seconds": round(time.time() - t0, 2)}
 
 
-ARCH_FIELDS = ("ngf", "ndf", "n_blocks", "antialias", "centred_resampling", "backbone_antialias", "residual_output",
+ARCH_FIELDS = ("ngf", "ndf", "n_blocks", "g_block", "antialias", "centred_resampling", "backbone_antialias", "residual_output",
                "discriminator", "nce_layers", "image_size")
 
 
