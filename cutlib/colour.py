@@ -110,13 +110,6 @@ def palette_report(stats: torch.Tensor, source_stats: torch.Tensor | None = None
     return out
 
 
-def low_frequency_chroma(x: torch.Tensor, grid: int) -> torch.Tensor:
-    """(B, 3, H, W) images in [-1, 1] -> (B, 2, grid, grid): a* and b* of the image averaged over a
-    grid x grid layout of cells, the colour layout a viewer sees from afar with the strokes blurred away."""
-    cells = torch.nn.functional.adaptive_avg_pool2d(x.float(), grid)
-    return srgb_to_lab((cells + 1) / 2)[:, 1:]
-
-
 def _smooth(x: torch.Tensor, grid: int) -> torch.Tensor:
     """Means over a grid x grid layout of cells, spread back over the image bilinearly (no cell edges)."""
     cells = torch.nn.functional.adaptive_avg_pool2d(x, grid)

@@ -1,10 +1,9 @@
 """The discriminators: the 70x70 PatchGAN of CUT, the projected discriminator (heads on frozen pretrained
-features, cutlib.projection), an optional second PatchGAN on a coarse scale (`lambda_coarse`), and the
-one module the training step sees, which holds the configured ones and returns each one's logits."""
+features, cutlib.projection), and the one module the training step sees, which holds the configured ones
+and returns each one's logits."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -38,21 +37,6 @@ class PatchDiscriminator(nn.Module):
         return self.net(x)
 
 
-class CoarsePatchDiscriminator(nn.Module):
-    """The same PatchGAN on the image average-pooled by `factor` (pix2pixHD's coarse scale): its ~70 px
-    patches span 70 * factor pixels, the whole picture at 64-128 px with factor 2, so it judges the
-    layout of colour and light that the full-scale PatchGAN's patches are too small to see."""
-
-    def __init__(self, ndf: int = 64, factor: int = 2, antialias: bool = True):
-        super().__init__()
-        self.factor = factor
-        self.patch = PatchDiscriminator(ndf, 3, antialias)
-
-    def forward(self, x):
-        # a box average: each coarse pixel is the mean colour of its factor x factor block
-        return self.patch(F.avg_pool2d(x, self.factor))
-
-
 def _head(channels: int, downs: int) -> nn.Sequential:
     """One stage's discriminator: `downs` spectral-norm stride-2 convs, then a 3x3 conv to a logit map.
     GroupNorm, not Projected GAN's BatchNorm: at batch 1 the G step shows D one fake alone, and
@@ -76,7 +60,7 @@ class ProjectedDiscriminator(nn.Module):
 
     def __init__(self, backbone: nn.Module, seed: int = 0):
         super().__init__()
-        # the frozen backbone is passed in, not loaded here: the texture loss uses the same one (one copy)
+        # the frozen backbone is passed in: cutlib.model loads it with the RNG set aside
         self.features = backbone
         self.projection = RandomProjection(seed)
         self.heads = nn.ModuleList(_head(c, len(MIX_CHANNELS) - 1 - i) for i, c in enumerate(MIX_CHANNELS))
@@ -110,16 +94,11 @@ def build_discriminators(cfg, backbone: nn.Module | None = None) -> Discriminato
         if backbone is None:
             raise ValueError(f"discriminator={cfg.discriminator!r} needs the frozen backbone (cutlib.model builds it)")
         nets["projected"] = ProjectedDiscriminator(backbone, cfg.seed)
-    if cfg.lambda_coarse > 0:
-        # its initial weights are drawn with the RNG set aside, so G, the PatchGAN, the MLP and the data
-        # order start as in the same run without it: a paired comparison differs in this D alone
-        with torch.random.fork_rng(devices=[]):
-            nets["coarse"] = init_weights(CoarsePatchDiscriminator(cfg.ndf, cfg.coarse_factor, cfg.antialias))
     return Discriminators(nets)
 
 
 def adversarial_weights(cfg, names: tuple[str, ...]) -> tuple[float, ...]:
     """Each discriminator's weight in G's adversarial term (times lambda_gan): 1 for the PatchGAN,
-    lambda_proj for the projected one, lambda_coarse for the coarse-scale PatchGAN."""
-    weights = {"patch": 1.0, "projected": cfg.lambda_proj, "coarse": cfg.lambda_coarse}
+    lambda_proj for the projected one."""
+    weights = {"patch": 1.0, "projected": cfg.lambda_proj}
     return tuple(weights[name] for name in names)

@@ -91,9 +91,9 @@ def control_group(world: int):
     return _CONTROL[key]
 
 
-def max_over_ranks(value: int, world: int, group=None) -> int:
-    """The largest of every rank's `value` (an int on the host), on every rank."""
+def max_over_ranks(values: list[int], world: int, group=None) -> list[int]:
+    """Each of `values` (ints on the host) at its largest over ranks, on every rank: one collective."""
     if world == 1:
-        return value
-    t = all_reduce(torch.tensor([int(value)], dtype=torch.int64), torch.distributed.ReduceOp.MAX, group)
-    return int(t.item())
+        return list(values)
+    t = all_reduce(torch.tensor([int(v) for v in values], dtype=torch.int64), torch.distributed.ReduceOp.MAX, group)
+    return t.tolist()

@@ -6,12 +6,12 @@ import copy
 import torch
 from torch import nn
 
+from .config import EMA_RAMPUP
 
-def ema_beta(images_seen: int, batch: int, halflife_kimg: float, rampup: float, fixed_decay: float) -> float:
-    """Per-step decay. With ramp-up the half-life is capped at `rampup * images_seen`, so the random
-    initial weights are forgotten fast (as in NVlabs/edm)."""
-    if fixed_decay > 0:
-        return fixed_decay
+
+def ema_beta(images_seen: int, batch: int, halflife_kimg: float, rampup: float = EMA_RAMPUP) -> float:
+    """Per-step decay. The half-life is capped at `rampup * images_seen`, so the random initial weights
+    are forgotten fast (as in NVlabs/edm)."""
     halflife = halflife_kimg * 1000
     if rampup > 0:
         halflife = min(halflife, images_seen * rampup)

@@ -18,15 +18,15 @@ class StepGraphs:
     runs of that plan (they create the optimizer state and let cuDNN pick its algorithms, neither of
     which may happen inside a capture). Every run, eager or replayed, is a real training step."""
 
-    def __init__(self, step_fn, generators=(), memory_format=torch.contiguous_format, warmup: int = 2):
-        self.step_fn, self.generators, self.memory_format, self.warmup = step_fn, list(generators), memory_format, warmup
+    def __init__(self, step_fn, generators=(), warmup: int = 2):
+        self.step_fn, self.generators, self.warmup = step_fn, list(generators), warmup
         self.side = torch.cuda.Stream()
         self.failed: str | None = None  # why a capture failed; the steps then run eagerly
         self.reset()
 
     def reset(self) -> None:
         """Forget captured graphs (after the state they point at was replaced, e.g. a checkpoint load)."""
-        self.graphs: dict = {}  # plan -> (graph, its output tensor)
+        self.graphs: dict = {}  # plan -> (graph, its output: a dict of tensors)
         self.eager_runs: collections.Counter = collections.Counter()
         self.inputs: list[torch.Tensor] | None = None
 
@@ -34,12 +34,12 @@ class StepGraphs:
     def captured(self) -> int:
         return len(self.graphs)
 
-    def run(self, plan, photo: torch.Tensor, monet: torch.Tensor) -> torch.Tensor:
+    def run(self, plan, photo: torch.Tensor, monet: torch.Tensor) -> dict[str, torch.Tensor]:
         photo, monet = self._load(photo, monet)
         if plan in self.graphs:
             graph, out = self.graphs[plan]
             graph.replay()
-            return out.clone()  # the next replay writes over `out`
+            return {k: v.clone() for k, v in out.items()}  # the next replay writes over `out`
         if self.failed or self.eager_runs[plan] < self.warmup:
             self.eager_runs[plan] += 1
             return self._eager(photo, monet, plan)
@@ -55,26 +55,26 @@ class StepGraphs:
             raise CaptureFailed(self.failed) from e
         self.graphs[plan] = (graph, out)
         graph.replay()  # capturing recorded the step without running it
-        return out.clone()
+        return {k: v.clone() for k, v in out.items()}
 
     def _load(self, photo, monet) -> list[torch.Tensor]:
         """Copy the batch into the fixed buffers the graphs read."""
         if self.inputs is None or any(b.shape != x.shape for b, x in zip(self.inputs, (photo, monet))):
             if self.inputs is not None:
                 self.graphs.clear()  # another batch shape: graphs of the old one would read stale sizes
-            self.inputs = [torch.empty(x.shape, dtype=x.dtype, device="cuda").contiguous(
-                memory_format=self.memory_format) for x in (photo, monet)]
+            self.inputs = [torch.empty(x.shape, dtype=x.dtype, device="cuda") for x in (photo, monet)]
         for buf, x in zip(self.inputs, (photo, monet)):
             buf.copy_(x, non_blocking=True)
         return self.inputs
 
-    def _eager(self, photo, monet, plan) -> torch.Tensor:
+    def _eager(self, photo, monet, plan) -> dict[str, torch.Tensor]:
         # on a side stream, as steps before a capture must be (CUDA graphs semantics, "whole network capture")
         self.side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.side):
             out = self.step_fn(photo, monet, plan)
         torch.cuda.current_stream().wait_stream(self.side)
-        out.record_stream(torch.cuda.current_stream())
+        for v in out.values():
+            v.record_stream(torch.cuda.current_stream())
         return out
 
 

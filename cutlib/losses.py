@@ -1,11 +1,10 @@
-"""Losses as pure functions of tensors: adversarial (hinge, LSGAN, non-saturating), PatchNCE, identity, R1,
-the texture (style) loss on feature statistics, the lattice penalty and the colour-layout term."""
+"""Losses as pure functions of tensors: adversarial (hinge, LSGAN, non-saturating), PatchNCE, identity and
+the lattice penalty."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .colour import low_frequency_chroma
 
 
 def d_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -52,48 +51,6 @@ def identity_l1(fake_of_target: torch.Tensor, target: torch.Tensor) -> torch.Ten
     return (fake_of_target.float() - target.float()).abs().mean()
 
 
-def r1_penalty(real_logits: torch.Tensor, real_input: torch.Tensor) -> torch.Tensor:
-    """Squared gradient norm of D's summed logits w.r.t. its (requires_grad) real input, mean over batch."""
-    (grad,) = torch.autograd.grad(real_logits.float().sum(), real_input, create_graph=True)
-    return grad.float().pow(2).flatten(1).sum(1).mean()
-
-
-def gram_matrix(feats: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, C): channel co-activations averaged over positions (Gatys et al.'s texture
-    statistic; dividing by H*W makes it independent of the crop size)."""
-    x = feats.float().flatten(2)
-    return torch.bmm(x, x.transpose(1, 2)) / x.shape[2]
-
-
-def mean_std(feats: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """(B, C, H, W) -> (B, 2C): each channel's mean and standard deviation over positions (AdaIN's)."""
-    x = feats.float().flatten(2)
-    return torch.cat([x.mean(2), (x.var(2, unbiased=False) + eps).sqrt()], dim=1)
-
-
-STYLE_STATISTICS = {"gram": gram_matrix, "meanstd": mean_std}
-
-
-def relative_sq_error(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """||a - b||^2 / ||b||^2 per sample, averaged: free of the feature maps' scale, so one weight means
-    the same for Gram matrices and for means/stds, and for every stage."""
-    a, b = a.flatten(1), b.flatten(1)
-    return ((a - b).pow(2).sum(1) / (b.pow(2).sum(1) + eps)).mean()
-
-
-def style_loss(fake_feats: list[torch.Tensor], real_feats: list[torch.Tensor], stats: str = "gram") -> torch.Tensor:
-    """Mean over feature maps of the relative squared distance between the statistics of the generated
-    images' maps and the paintings' (image i against painting i; the paintings carry no gradient).
-    Against a fresh painting each step this is, in expectation, the distance to the paintings' mean
-    statistics plus a constant, with no statistics to compute beforehand or to keep for a resume."""
-    if stats not in STYLE_STATISTICS:
-        raise ValueError(f"style_stats={stats!r}: accepted values are {tuple(STYLE_STATISTICS)}")
-    stat = STYLE_STATISTICS[stats]
-    with torch.autocast(fake_feats[0].device.type, enabled=False):  # statistics summed over H*W: fp32
-        return torch.stack([relative_sq_error(stat(f), stat(r.detach()))
-                            for f, r in zip(fake_feats, real_feats)]).mean()
-
-
 def identity_weight(step: int, weight: float, warmup: int) -> float:
     """Identity-L1 weight: `weight` at step 0, linearly down to 0 at `warmup`, 0 after."""
     if warmup <= 0:
@@ -132,12 +89,3 @@ def lattice_excess(fake: torch.Tensor, source: torch.Tensor, period: int = 4) ->
         excess = F.relu(power(fake) - power(source.detach()))
         # each image's RMS, then their mean: a batch split over DDP ranks averages to the same loss
         return (excess.sum((-2, -1)).mean(-1) / (h * w) + 1e-12).sqrt().mean()
-
-
-def colour_drift(fake: torch.Tensor, source: torch.Tensor, grid: int = 8) -> torch.Tensor:
-    """Mean absolute difference, in CIELAB units, between the a* and b* of `fake` and of its `source`
-    averaged over a grid x grid layout of cells. Chroma only and only that coarse: lightness, strokes and
-    texture inside a cell stay free for the painting, while the picture's own colours (a sunset's orange
-    sky, green foliage) cannot drift to the one muted cast the discriminators reward."""
-    with torch.autocast(fake.device.type, enabled=False):  # the Lab conversion's powers: fp32
-        return (low_frequency_chroma(fake, grid) - low_frequency_chroma(source.detach(), grid)).abs().mean()

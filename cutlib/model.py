@@ -4,7 +4,7 @@ The same step runs eagerly or is replayed from a CUDA graph (cutlib.graphs), so 
 Python value that changes from step to step: the learning rate, the identity-L1 weight and the EMA
 weight are device tensors filled before the step runs; patch locations come from the model's own
 generator (saved in checkpoints); the few host-side choices that change what the step computes (the
-paintings through G, the FastCUT flip, a lazy-R1 step) form a StepPlan, and each plan is its own graph."""
+paintings through G, the FastCUT flip) form a StepPlan, and each plan is its own graph."""
 from __future__ import annotations
 
 import math
@@ -19,36 +19,31 @@ from torch.nn.utils import clip_grad_norm_
 from . import losses
 from .augment import diff_augment
 from .checkpoint import load_weights
-from .config import TrainConfig
+from .config import ADAM_BETAS, GRAD_CLIP, NCE_T, TrainConfig
 from .discriminators import adversarial_weights, build_discriminators
 from .distributed import rank_world
 from .ema import EMA, ema_beta
 from .graphs import CaptureFailed, StepGraphs
 from .hardware import keep_freed_cpu_memory, resolve_amp, resolve_cuda_graph
-from .nets import PatchSampleMLP, build_generator, init_weights, nce_window, tap_channels
+from .nets import PatchSampleMLP, build_generator, init_weights, tap_channels
 from .painting import paint
 from .projection import frozen_lite0
 
-LOSS_KEYS = ("d_loss", "g_loss", "g_adv", "nce", "identity", "r1", "style", "lattice", "colour")
-# The texture loss matches the backbone's first two stages (strides 4 and 8, receptive fields of tens of
-# pixels: the scale of brush marks); deeper stages describe objects, and matching those to a random
-# painting's would pull the photo's content toward it.
-STYLE_STAGES = 2
+LOSS_KEYS = ("d_loss", "g_loss", "g_adv", "nce", "identity", "lattice")  # what _step returns, in log order
 
 
 def uses_backbone(cfg: TrainConfig) -> bool:
-    return "projected" in cfg.discriminator or cfg.lambda_style > 0
+    return "projected" in cfg.discriminator
 
 
 def build_networks(cfg: TrainConfig):
-    """(G, D, the PatchNCE MLP, the frozen EfficientNet-Lite0 or None). One backbone serves both the
-    projected discriminator and the texture loss. It is loaded with the global RNG set aside (its
-    modules' default init draws from it before the weights replace them), so G, D and the MLP start
-    from the same weights with or without it."""
+    """(G, D, the PatchNCE MLP, the frozen EfficientNet-Lite0 or None). The backbone is loaded with the
+    global RNG set aside (its modules' default init draws from it before the weights replace them), so
+    G, D and the MLP start from the same weights with or without it."""
     backbone = None
     if uses_backbone(cfg):
         with torch.random.fork_rng(devices=[]):
-            backbone = frozen_lite0(cfg.backbone_weights, cfg.backbone_antialias)
+            backbone = frozen_lite0(cfg.backbone_weights)
     G = build_generator(cfg)
     D = build_discriminators(cfg, backbone)
     mlp = init_weights(PatchSampleMLP(tap_channels(cfg.ngf, cfg.nce_layers)))
@@ -71,15 +66,15 @@ class StepPlan(NamedTuple):
     """The host-side choices that change what a step computes, and so which graph replays it."""
     with_monet: bool  # the paintings go through G (NCE identity, or the identity-L1 warm-up)
     flipped: bool  # FastCUT's flip-equivariance draw
-    r1: bool  # a lazy-R1 step
 
 
 class CUTModel:
     """Networks, optimizers, scalers and EMA, with `train_step`. Everything a checkpoint holds."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device | str = "cpu"):
+    def __init__(self, cfg: TrainConfig, device: torch.device | str = "cpu", amp_dtype: torch.dtype | None | str = "cfg"):
         self.cfg, self.device = cfg, torch.device(device)
-        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        # the training loop resolves AMP once and hands it down; elsewhere (benchmarks, tests) it is cfg.amp's
+        self.amp_dtype = resolve_amp(cfg.amp, self.device) if amp_dtype == "cfg" else amp_dtype
         self.rank, self.world = rank_world()
         cuda = self.device.type == "cuda"
         if not cuda:
@@ -92,10 +87,6 @@ class CUTModel:
         self.G, self.D, self.F = G.to(self.device), D.to(self.device), F.to(self.device)
         self.backbone = backbone.to(self.device) if backbone is not None else None
         self.adv_weights = adversarial_weights(cfg, self.D.names)
-        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        for m in (self.G, self.D, self.backbone):
-            if m is not None:
-                m.to(memory_format=self.memory_format)
         self.ema = EMA(self.G)
         # The modules that take part in backward; under torchrun they are DDP wrappers of the same nets.
         self.G_train, self.D_train, self.F_train = self.G, self.D, self.F
@@ -121,7 +112,7 @@ class CUTModel:
         # draw what one process with their global batch draws), saved with checkpoints for exact resume.
         self.patch_gen = torch.Generator(self.device).manual_seed(cfg.seed)
         self.flip_gen = torch.Generator().manual_seed(cfg.seed)
-        adam = dict(lr=self.lr, betas=(cfg.beta1, cfg.beta2), **self._adam_flags())
+        adam = dict(lr=self.lr, betas=ADAM_BETAS, **self._adam_flags())
         self.opt_G = torch.optim.Adam(self.G.parameters(), **adam)
         self.opt_D = torch.optim.Adam(self.D.parameters(), **adam)
         self.opt_F = torch.optim.Adam(self.F.parameters(), **adam)
@@ -141,7 +132,7 @@ class CUTModel:
         self.step = 0
         self.graphs = None
         if resolve_cuda_graph(cfg.cuda_graph, self.device, self.world):
-            self.graphs = StepGraphs(self._step, generators=[self.patch_gen], memory_format=self.memory_format)
+            self.graphs = StepGraphs(self._step, generators=[self.patch_gen])
 
     def _adam_flags(self) -> dict:
         # fused: one kernel per optimizer step; capturable: its step counters stay on the GPU (graphs)
@@ -154,9 +145,9 @@ class CUTModel:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=self.graphs is None)
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        return x.to(self.device, non_blocking=True)
 
-    def _clip_and_step(self, opts, clip, scaler, which: str) -> None:
+    def _clip_and_step(self, opts, scaler, which: str) -> None:
         """Unscale, clip, and step each optimizer unless its gradient is non-finite (then count a skip of
         the first, the network's). Each optimizer clips its own gradients: one norm shared by G and the MLP
         carried G's NaN into the MLP's gradients after GradScaler had found them finite, and the MLP then
@@ -165,7 +156,7 @@ class CUTModel:
         for opt in opts:
             scaler.unscale_(opt)
         for i, opt in enumerate(opts):
-            norm = clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip if clip > 0 else math.inf)
+            norm = clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], GRAD_CLIP)
             if i == 0:
                 self._skips[0 if which == "d" else 1] += (~torch.isfinite(norm)).long()
         for opt in opts:
@@ -204,7 +195,7 @@ class CUTModel:
             keys = self.F([k.detach() for k in k_feats], ids)
         queries = self.F_train(q_feats, ids)
         n = q_feats[0].shape[0] // halves
-        parts = [torch.stack([losses.patch_nce(q[i * n:(i + 1) * n], k[i * n:(i + 1) * n], self.cfg.nce_t)
+        parts = [torch.stack([losses.patch_nce(q[i * n:(i + 1) * n], k[i * n:(i + 1) * n], NCE_T)
                               for q, k in zip(queries, keys)]).mean() for i in range(halves)]
         return torch.stack(parts).mean()
 
@@ -213,16 +204,14 @@ class CUTModel:
         cfg = self.cfg
         w_idt = losses.identity_weight(self.step, cfg.lambda_identity, cfg.identity_warmup)
         flipped = cfg.flip_equivariance and bool(torch.rand((), generator=self.flip_gen) < 0.5)
-        return StepPlan(with_monet=cfg.nce_idt or w_idt > 0, flipped=flipped,
-                        r1=cfg.r1_weight > 0 and self.step % cfg.r1_every == 0)
+        return StepPlan(with_monet=cfg.nce_idt or w_idt > 0, flipped=flipped)
 
     def train_step(self, photo: torch.Tensor, monet: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, b = self.cfg, photo.shape[0]
         plan = self.plan()
         self.w_identity.fill_(losses.identity_weight(self.step, cfg.lambda_identity, cfg.identity_warmup))
         images = (self.step + 1) * b * self.world
-        self.ema_weight.fill_(1.0 - ema_beta(images, b * self.world, cfg.ema_halflife_kimg, cfg.ema_rampup,
-                                             cfg.ema_decay))
+        self.ema_weight.fill_(1.0 - ema_beta(images, b * self.world, cfg.ema_halflife_kimg))
         if self.graphs is not None:
             try:
                 out = self.graphs.run(plan, photo, monet)
@@ -232,7 +221,7 @@ class CUTModel:
         else:
             out = self._step(self._prep(photo), self._prep(monet), plan)
         self.step += 1
-        return dict(zip(LOSS_KEYS, out.unbind()))
+        return out
 
     def _forget_failed_capture(self) -> None:
         """A capture that failed part-way left Python-side step state behind (the scalers think they
@@ -245,8 +234,8 @@ class CUTModel:
             opt.zero_grad(set_to_none=True)
         self.D.requires_grad_(True)
 
-    def _step(self, photo: torch.Tensor, monet: torch.Tensor, plan: StepPlan) -> torch.Tensor:
-        """One D step and one G+MLP step on device tensors; returns the LOSS_KEYS values stacked."""
+    def _step(self, photo: torch.Tensor, monet: torch.Tensor, plan: StepPlan) -> dict[str, torch.Tensor]:
+        """One D step and one G+MLP step on device tensors; returns the LOSS_KEYS losses, detached."""
         cfg = self.cfg
         b = photo.shape[0]
         real = torch.cat([photo, monet]) if plan.with_monet else photo
@@ -255,13 +244,10 @@ class CUTModel:
         taps = cfg.nce_layers
         n_q = 2 * b if cfg.nce_idt else b
 
-        # One generator call gives the fakes, the source taps (PatchNCE keys, never recomputed; with
-        # nce_crop, the source window's, encoded once more) and the fakes' taps (queries); its graph serves
-        # the adversarial, NCE and identity terms.
-        window = (nce_window(real.shape[2], real.shape[3], cfg.nce_crop, self.patch_gen)
-                  if cfg.nce_crop else None)
+        # One generator call gives the fakes, the source taps (PatchNCE keys, never recomputed) and the
+        # fakes' taps (queries); its graph serves the adversarial, NCE and identity terms.
         with self.autocast():
-            out, src_feats, q_feats = self.G_train(real, taps=taps, reencode=n_q, window=window)
+            out, src_feats, q_feats = self.G_train(real, taps=taps, reencode=n_q)
         if plan.flipped:  # FastCUT: keys from the unflipped source, queries flipped back (as official CUT)
             out = out.flip(3)
             q_feats = [f.flip(3) for f in q_feats]
@@ -271,53 +257,34 @@ class CUTModel:
 
         # --- D step: real and fake in one call (instance norm keeps samples independent) ---
         self.D.requires_grad_(True)
-        aug = lambda x: diff_augment(x, cfg.diffaug)  # noqa: E731
         self.opt_D.zero_grad(set_to_none=True)
         with self.autocast():
             # every discriminator sees the same augmented images and trains on its own loss (their sum)
-            logits = self.D_train(aug(torch.cat([monet, fake.detach()])))
+            logits = self.D_train(diff_augment(torch.cat([monet, fake.detach()]), cfg.diffaug))
             d_loss = sum(losses.d_loss(cfg.gan_loss, x[:b], x[b:]) for x in logits)
         self.scaler_D.scale(d_loss).backward()
-        r1 = torch.zeros((), device=self.device)
-        if plan.r1:  # lazy R1 on the PatchGAN: its own forward/backward, scaled by its interval
-            real_in = aug(monet).detach().requires_grad_(True)
-            with self.autocast():
-                real_logits = self.D_train(real_in)
-            patch = real_logits[self.D.names.index("patch")]
-            r1 = losses.r1_penalty(patch, real_in)
-            # the other discriminators' logits join with weight 0, so DDP sees every parameter used
-            unused = sum(x.float().sum() for x in real_logits if x is not patch) * 0.0
-            self.scaler_D.scale(0.5 * cfg.r1_weight * cfg.r1_every * r1 + unused).backward()
-        self._clip_and_step([self.opt_D], cfg.grad_clip_d, self.scaler_D, "d")
+        self._clip_and_step([self.opt_D], self.scaler_D, "d")
 
         # --- G + MLP step (D frozen and unwrapped: no weight gradients for it) ---
         self.D.requires_grad_(False)
+        zero = torch.zeros((), device=self.device)
         with self.autocast():
-            g_adv = sum(w * losses.g_adv_loss(cfg.gan_loss, x) for w, x in zip(self.adv_weights, self.D(aug(fake))))
+            logits = self.D(diff_augment(fake, cfg.diffaug))
+            g_adv = sum(w * losses.g_adv_loss(cfg.gan_loss, x) for w, x in zip(self.adv_weights, logits))
             nce = self.patch_nce(q_feats, [f[:n_q] for f in src_feats], 2 if cfg.nce_idt else 1)
-            identity = losses.identity_l1(idt, monet) if plan.with_monet else torch.zeros((), device=self.device)
-            g_loss = cfg.lambda_gan * g_adv + cfg.lambda_nce * nce + self.w_identity * identity
-            style = torch.zeros((), device=self.device)
-            if cfg.lambda_style > 0:  # the un-augmented fake against the step's painting
-                with torch.no_grad():
-                    target = self.backbone(monet, STYLE_STAGES)
-                style = losses.style_loss(self.backbone(fake, STYLE_STAGES), target, cfg.style_stats)
-                g_loss = g_loss + cfg.lambda_style * style
-            lattice = torch.zeros((), device=self.device)
-            if cfg.lambda_lattice > 0:  # the lattice the projected D pays G for (bench/README.md, issue 34)
-                lattice = losses.lattice_excess(fake, photo)
-                g_loss = g_loss + cfg.lambda_lattice * lattice
-            colour = torch.zeros((), device=self.device)
-            if cfg.lambda_colour > 0:  # every output went to one muted cast (issue 48)
-                colour = losses.colour_drift(fake, photo, cfg.colour_grid)
-                g_loss = g_loss + cfg.lambda_colour * colour
+            identity = losses.identity_l1(idt, monet) if plan.with_monet else zero
+            # the lattice the projected D pays G for (docs/recipes.md)
+            lattice = losses.lattice_excess(fake, photo) if cfg.lambda_lattice > 0 else zero
+            g_loss = (cfg.lambda_gan * g_adv + cfg.lambda_nce * nce + self.w_identity * identity
+                      + cfg.lambda_lattice * lattice)
         self.opt_G.zero_grad(set_to_none=True)
         self.opt_F.zero_grad(set_to_none=True)
         self.scaler_G.scale(g_loss).backward()
-        self._clip_and_step([self.opt_G, self.opt_F], cfg.grad_clip_g, self.scaler_G, "g")
+        self._clip_and_step([self.opt_G, self.opt_F], self.scaler_G, "g")
         if self.rank == 0:  # only rank 0 evaluates and saves, so only it needs the average
             self.ema.update(self.G, self.ema_weight)
-        return torch.stack([d_loss, g_loss, g_adv, nce, identity, r1, style, lattice, colour]).detach().float()
+        named = dict(d_loss=d_loss, g_loss=g_loss, g_adv=g_adv, nce=nce, identity=identity, lattice=lattice)
+        return {k: v.detach().float() for k, v in named.items()}
 
     @torch.no_grad()
     def translate(self, photos: torch.Tensor, use_ema: bool = True) -> torch.Tensor:

@@ -23,21 +23,16 @@ def _binomial_kernel(taps: list[float]) -> torch.Tensor:
 
 
 class BlurDownsample(nn.Module):
-    """Anti-aliased 2x downsampling: reflect pad, [1,2,1]x[1,2,1] blur, stride 2 (Zhang 2019).
+    """Anti-aliased 2x downsampling: reflect pad, [1,2,1]x[1,2,1] blur, stride 2 (Zhang 2019)."""
 
-    With pads (1, 1, 1, 1) the [1,2,1] samples sit on the even pixels, half a pixel from where bilinear
-    upsampling puts them; taps [1,3,3,1] sample between pixels 2i and 2i+1, where it does."""
-
-    def __init__(self, channels: int, pads: tuple[int, int, int, int] = (1, 1, 1, 1),
-                 taps: tuple[float, ...] = (1, 2, 1)):
+    def __init__(self, channels: int):
         super().__init__()
-        self.pads = pads  # (left, right, top, bottom); (0, 1, 0, 1) keeps TF 'SAME' stride-2 sample centres
         # non-persistent: a fixed filter is not a weight, so checkpoints and EMA ignore it
-        self.register_buffer("kernel", _binomial_kernel(list(taps))[None, None].repeat(channels, 1, 1, 1),
+        self.register_buffer("kernel", _binomial_kernel([1, 2, 1])[None, None].repeat(channels, 1, 1, 1),
                              persistent=False)
 
     def forward(self, x):
-        return F.conv2d(F.pad(x, self.pads, mode="reflect"), self.kernel.to(x.dtype), stride=2,
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel.to(x.dtype), stride=2,
                         groups=x.shape[1])
 
 
@@ -88,22 +83,18 @@ class Generator(nn.Module):
     so the training step never runs the encoder twice on the same image."""
 
     def __init__(self, ngf: int = 64, n_blocks: int = 9, antialias: bool = True, residual: bool = False,
-                 centred: bool = False, block: str = "resnet"):
+                 block: str = "resnet"):
         super().__init__()
         self.residual = residual
         self.pad = nn.ReflectionPad2d(3)
         self.stem = nn.Sequential(nn.Conv2d(3, ngf, 7), _norm(ngf), nn.ReLU())
         stride = 1 if antialias else 2
-        # centred: down and up sample at the same places, so the down-up path neither shifts the picture
-        # (official CUT's moves it 1.5 px down and right, which G must undo, short of pixels at the top and
-        # left borders) nor tells left from right
-        taps = (1, 3, 3, 1) if centred else (1, 2, 1)
         self.down1_conv = nn.Conv2d(ngf, ngf * 2, 3, stride=stride, padding=1)
         self.down1_rest = nn.Sequential(_norm(ngf * 2), nn.ReLU(),
-                                        *([BlurDownsample(ngf * 2, taps=taps)] if antialias else []))
+                                        *([BlurDownsample(ngf * 2)] if antialias else []))
         self.down2_conv = nn.Conv2d(ngf * 2, ngf * 4, 3, stride=stride, padding=1)
         self.down2_rest = nn.Sequential(_norm(ngf * 4), nn.ReLU(),
-                                        *([BlurDownsample(ngf * 4, taps=taps)] if antialias else []))
+                                        *([BlurDownsample(ngf * 4)] if antialias else []))
         self.blocks = nn.ModuleList(BLOCKS[block](ngf * 4) for _ in range(n_blocks))
         self.decoder = nn.Sequential(
             *_up(ngf * 4, ngf * 2, antialias), *_up(ngf * 2, ngf, antialias),
@@ -131,12 +122,11 @@ class Generator(nn.Module):
         """Encoder activations at the given CUT tap indices; stops after the deepest one."""
         return self._encode(x, taps, stop_early=True)[1]
 
-    def forward(self, x, taps: tuple[int, ...] | None = None, reencode: int = 0, window=None):
+    def forward(self, x, taps: tuple[int, ...] | None = None, reencode: int = 0):
         """x -> output; with taps also the encoder activations of x; with reencode=n also those of the
         first n outputs (PatchNCE queries), inside the same call so DistributedDataParallel sees one
-        forward per backward. With a `window` (see nce_window) both are of that window of the first n
-        inputs and outputs, each encoded on its own."""
-        h, feats = self._encode(x, () if window is not None else (taps or ()), stop_early=False)
+        forward per backward."""
+        h, feats = self._encode(x, taps or (), stop_early=False)
         z = self.decoder(h)
         if self.residual:  # a change to the image in tanh's input space: z = 0 returns x itself
             out = torch.tanh(torch.atanh(x.float().clamp(-0.999, 0.999)) + z.float()).to(z.dtype)
@@ -144,34 +134,9 @@ class Generator(nn.Module):
             out = torch.tanh(z)
         if taps is None:
             return out
-        if reencode and window is not None:
-            with torch.no_grad():  # PatchNCE keys: never differentiated
-                keys = self.encode(crop_window(x[:reencode], window), taps)
-            return out, keys, self.encode(crop_window(out[:reencode], window), taps)
         if reencode:
             return out, feats, self.encode(out[:reencode], taps)
         return out, feats
-
-
-def nce_window(height: int, width: int, crop: float, generator=None, device=None):
-    """Row and column indices of one random square window, `crop` of the shorter side (a multiple of 4,
-    for the encoder's two 2x downsamplings), drawn on `generator`'s device so a CUDA graph replays it.
-
-    Why: encoding the whole fake lets the generator pay for PatchNCE everywhere with one mark anywhere:
-    instance norm's whole-image statistics carry it to every patch's features (bench/corner_mark.py
-    measured a saturated top-left mark doing exactly that). Inside a random window, a fixed mark is
-    almost never in view."""
-    side = min(height, width, max(4, round(crop * min(height, width) / 4) * 4))
-    device = generator.device if generator is not None else device
-    top = torch.randint(0, height - side + 1, (1,), generator=generator, device=device)
-    left = torch.randint(0, width - side + 1, (1,), generator=generator, device=device)
-    steps = torch.arange(side, device=device)
-    return top + steps, left + steps
-
-
-def crop_window(x: torch.Tensor, window) -> torch.Tensor:
-    rows, cols = window
-    return x.index_select(2, rows.to(x.device)).index_select(3, cols.to(x.device))
 
 
 def _up(cin: int, cout: int, antialias: bool) -> list[nn.Module]:
@@ -244,8 +209,7 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
 
 
 def build_generator(cfg) -> Generator:
-    G = init_weights(Generator(cfg.ngf, cfg.n_blocks, cfg.antialias, cfg.residual_output, cfg.centred_resampling,
-                               cfg.g_block))
+    G = init_weights(Generator(cfg.ngf, cfg.n_blocks, cfg.antialias, cfg.residual_output, cfg.g_block))
     if cfg.residual_output:
         # zero last conv: the untrained generator is the identity, so training starts from the photos
         # (FID ~120) instead of from noise (FID > 300) and the GAN only has to learn the change

@@ -20,6 +20,7 @@ import os
 import sys
 
 PROGRESS_ENV = "CUTLIB_PROGRESS"
+EVERY_ENV = "CUTLIB_PROGRESS_EVERY_S"  # seconds between progress lines (default 30)
 STYLES = ("bar", "lines", "off")
 
 
@@ -33,6 +34,18 @@ def progress_style() -> str:
         return "lines" if by_runner or os.environ.get("KAGGLE_KERNEL_RUN_TYPE") == "Batch" else "bar"
     isatty = getattr(sys.stderr, "isatty", None)
     return "bar" if isatty and isatty() else "lines"
+
+
+def progress_every_s() -> float:
+    """Seconds between progress lines: CUTLIB_PROGRESS_EVERY_S, else 30."""
+    text = os.environ.get(EVERY_ENV, "").strip()
+    try:
+        every = float(text) if text else 30.0
+    except ValueError:
+        raise ValueError(f"{EVERY_ENV}={text!r}: expected a number of seconds") from None
+    if every <= 0:
+        raise ValueError(f"{EVERY_ENV}={text!r}: must be > 0")
+    return every
 
 
 def redraw(every_s: float = 30.0) -> dict:

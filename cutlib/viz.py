@@ -48,8 +48,7 @@ def _panels(recs: list[dict], keys, **plot_kw):
     return fig
 
 
-def plot_losses(run_dir: str | Path, keys=("d_loss", "g_loss", "g_adv", "nce", "identity", "r1", "style", "lattice",
-                                                 "colour")):
+def plot_losses(run_dir: str | Path, keys=("d_loss", "g_loss", "g_adv", "nce", "identity", "lattice")):
     """Every logged loss over steps."""
     return _panels([r for r in read_metrics(run_dir) if not r.get("eval")], keys)
 

@@ -209,7 +209,7 @@ def build(out: Path, user: str, mode: str = "train-and-submit", params_file: Pat
         dataset_metadata(user, FID_SLUG, "cutlib FID Inception weights (TF 2015-12-05, TorchScript)"), indent=1))
     datasets[FID_SLUG] = fid
     params["fid_weights"] = f"/kaggle/input/{FID_SLUG}/default_1.pt"
-    needs_backbone = "projected" in params.get("discriminator", "patch") or float(params.get("lambda_style") or 0) > 0
+    needs_backbone = "projected" in params.get("discriminator", "patch")
     if mode == "train-and-submit" and needs_backbone:
         # the projected D and the texture loss use the frozen EfficientNet-Lite0; the notebook cannot pip
         # install offline: the weights file travels as a dataset of its own

@@ -33,7 +33,7 @@ def test_every_job_has_help_listing_its_options():
     assert r.returncode == 0 and all(job in r.stdout for job in ("train", "generate", "evaluate"))
     for job, options in (("generate", ("--run-dir", "--checkpoint", "--zip", "--out", "--min-count")),
                          ("evaluate", ("--paintings", "--fid-weights", "--swd-images")),
-                         ("train", ("--steps", "--lambda_style", "--resume"))):
+                         ("train", ("--steps", "--g_block", "--resume"))):
         r = cli(job, "--help")
         assert r.returncode == 0 and all(o in r.stdout for o in options), (job, r.stdout[-500:])
     r = subprocess.run([sys.executable, "-m", "cutlib.generate", "--help"], cwd=ROOT, capture_output=True, text=True)

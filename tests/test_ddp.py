@@ -50,8 +50,7 @@ def _two_ranks_match_one_process(data, tmp_path, **args) -> None:
     assert r1.returncode == 0, r1.stderr[-3000:]
     first = [json.loads((tmp_path / n / "metrics.jsonl").read_text().splitlines()[0]) for n in ("ddp", "one")]
     assert first[0]["step"] == first[1]["step"] == 2
-    keys = ("d_loss", "g_loss", "g_adv", "nce", "identity") + (("style",) if args.get("lambda_style") else ())
-    for k in keys:
+    for k in ("d_loss", "g_loss", "g_adv", "nce", "identity"):
         assert first[0][k] == pytest.approx(first[1][k], rel=2e-3, abs=2e-4), k
     for step, mean_tol in ((2, 2e-6), (4, 0.25 * 2e-4)):
         ddp, one = (load_checkpoint(tmp_path / n / f"ckpt/step_{step:07d}.pt") for n in ("ddp", "one"))
@@ -65,14 +64,6 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(demo_root, tmp_p
 
 def test_two_ranks_with_the_projected_discriminator_match_one_process(demo_root, tmp_path):
     _two_ranks_match_one_process(demo_root, tmp_path, discriminator="patch+projected")
-
-
-def test_two_ranks_with_the_texture_loss_match_one_process(demo_root, tmp_path):
-    """The texture loss compares each output with its own painting, so two ranks at batch 1 average
-    exactly what one process at batch 2 does; its backbone is frozen and outside DDP's buckets."""
-    _two_ranks_match_one_process(demo_root, tmp_path, lambda_style=5.0, style_stats="gram")
-    first = json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[0])
-    assert first["style"] > 0
 
 
 def test_a_two_rank_checkpoint_resumes_in_one_process(demo_root, tmp_path):

@@ -5,10 +5,9 @@ from cutlib.ema import EMA, ema_beta
 
 
 def test_beta_from_halflife_and_rampup():
-    assert ema_beta(10**6, 1, 1.0, 0.0, 0.0) == pytest.approx(0.5 ** (1 / 1000))
-    assert ema_beta(10**6, 4, 1.0, 0.0, 0.0) ** 250 == pytest.approx(0.5)  # half-life in images
-    assert ema_beta(100, 1, 1.0, 0.05, 0.0) == pytest.approx(0.5 ** (1 / 5))  # ramp-up caps it early
-    assert ema_beta(100, 1, 1.0, 0.05, 0.9) == 0.9
+    assert ema_beta(10**6, 1, 1.0, 0.0) == pytest.approx(0.5 ** (1 / 1000))
+    assert ema_beta(10**6, 4, 1.0, 0.0) ** 250 == pytest.approx(0.5)  # half-life in images
+    assert ema_beta(100, 1, 1.0) == pytest.approx(0.5 ** (1 / 5))  # the default ramp-up (0.05) caps it early
 
 
 def test_update_arithmetic():

@@ -35,14 +35,13 @@ def test_the_step_reads_its_per_step_values_from_tensors_not_the_step_counter(ti
     m.step = 1000
     torch.manual_seed(1)
     b = m._step(photo, monet, plan)
-    assert torch.equal(a, b)
+    assert a.keys() == set(LOSS_KEYS) and all(torch.equal(a[k], b[k]) for k in LOSS_KEYS)
     m.load_state_dict(copy.deepcopy(state))
     m.w_identity.fill_(0.5)
     torch.manual_seed(1)
     c = m._step(photo, monet, plan)
-    k = {key: i for i, key in enumerate(LOSS_KEYS)}
-    assert c[k["identity"]] > 0
-    torch.testing.assert_close(c[k["g_loss"]], a[k["g_loss"]] + 0.5 * c[k["identity"]], rtol=1e-5, atol=1e-6)
+    assert c["identity"] > 0
+    torch.testing.assert_close(c["g_loss"], a["g_loss"] + 0.5 * c["identity"], rtol=1e-5, atol=1e-6)
 
 
 def test_switch_validation(tiny_cfg):
@@ -90,14 +89,14 @@ def test_graph_replay_trains_like_eager(tiny_cfg, amp, discriminator):
     if amp == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("no bf16 on this GPU")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    # lazy R1 every 2 steps: two plans, each captured at its third step (steps 4 and 5) and replayed after;
+    # one plan (CUT: the paintings always go through G), captured at its third step and replayed after;
     # the identity weight still changes during replays (warm-up 7); step 8 (a replay) gets a NaN pixel
-    cfg = tiny_cfg(device="cuda", amp=amp, identity_warmup=7, r1_weight=1.0, r1_every=2, discriminator=discriminator)
+    cfg = tiny_cfg(device="cuda", amp=amp, identity_warmup=7, discriminator=discriminator)
     batches = _batches(cfg, 10)
     eager, a = _run(cfg.replace(cuda_graph="off"), batches, poison_step=8)
     again, a2 = _run(cfg.replace(cuda_graph="off"), batches, poison_step=8)
     graph, b = _run(cfg.replace(cuda_graph="on"), batches, poison_step=8)
-    assert graph.graphs.captured == 2 and not graph.graphs.failed
+    assert graph.graphs.captured == 1 and not graph.graphs.failed
     keep = [i for i in range(10) if i != 8]
     noise = _spread([a[i] for i in keep], [a2[i] for i in keep])
     assert _spread([a[i] for i in keep], [b[i] for i in keep]) <= 4 * noise + 1e-5

@@ -5,8 +5,8 @@ from conftest import CornerMarker, LatticeMaker
 from cutlib.config import TrainConfig
 from cutlib.discriminators import PatchDiscriminator
 from cutlib.model import build_networks
-from cutlib.nets import (TAP_LAYERS, BlurDownsample, BlurUpsample, Generator, PatchSampleMLP, build_generator,
-                         count_params, crop_window, nce_window)
+from cutlib.nets import (TAP_LAYERS, BlurDownsample, BlurUpsample, Generator, MobileResBlock, PatchSampleMLP,
+                         ResBlock, build_generator, count_params)
 from cutlib.painting import paint
 
 
@@ -39,28 +39,19 @@ def test_blur_resampling_keeps_constants():
     torch.testing.assert_close(BlurUpsample()(x), torch.full((1, 4, 16, 16), 0.7))
 
 
-def _down_up(x, taps):
-    down = BlurDownsample(x.shape[1], taps=taps)
-    return BlurUpsample()(BlurUpsample()(down(down(x))))
-
-
-@pytest.mark.parametrize("taps,shift", [((1, 2, 1), 1.5), ((1, 3, 3, 1), 0.0)])
-def test_the_generators_down_up_path_is_centred_and_mirror_symmetric_only_with_centred_taps(taps, shift):
-    """Official CUT's [1,2,1] samples on even pixels and its bilinear upsampling assumes samples between
-    pixels, so its down-up path moves the picture 1.5 px down and right and tells left from right (G must
-    learn the way back, and has no pixels for it at the top and left borders); centred taps do neither."""
-    rows = torch.arange(32.0)
-    for at in (14, 15, 16, 17):
-        impulse = torch.zeros(1, 1, 32, 32)
-        impulse[0, 0, at, 16] = 1
-        out = _down_up(impulse, taps)[0, 0]
-        assert float((out.sum(1) * rows).sum() / out.sum()) == pytest.approx(at + shift, abs=1e-4)
-    x = torch.rand(1, 2, 32, 32, generator=torch.Generator().manual_seed(0))
-    flip_error = (_down_up(x.flip(3), taps) - _down_up(x, taps).flip(3)).abs().max()
-    assert (flip_error < 1e-5) == (shift == 0)
-    G = Generator(ngf=4, n_blocks=1, centred=shift == 0)
-    assert [m.kernel.shape[-1] for m in G.modules() if isinstance(m, BlurDownsample)] == [len(taps)] * 2
-    assert G(torch.rand(1, 3, 36, 36)).shape == (1, 3, 36, 36)
+def test_the_mobile_generator_keeps_the_taps_and_shapes_with_a_fraction_of_the_weights():
+    """g_block mobile swaps each 3x3 conv of the residual blocks for depthwise 3x3 + pointwise 1x1
+    (GAN Compression): the same stages, tap shapes and output; 256-channel blocks shrink ~8x."""
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    full, mobile = (build_generator(TrainConfig(ngf=16, n_blocks=5, g_block=b)) for b in ("resnet", "mobile"))
+    assert {type(m) for m in mobile.blocks} == {MobileResBlock} and {type(m) for m in full.blocks} == {ResBlock}
+    per_block = [count_params(G.blocks[0]) for G in (full, mobile)]
+    assert per_block == [2 * (64 * 64 * 9 + 64), 2 * (64 * 9 + 64 + 64 * 64 + 64)]
+    for G in (full, mobile):
+        out, feats = G(x, taps=TAP_LAYERS)
+        assert out.shape == x.shape and [f.shape[1:] for f in feats] == \
+            [(3, 70, 70), (32, 64, 64), (64, 32, 32), (64, 16, 16), (64, 16, 16)]
+    assert any(m.groups == 64 for m in mobile.modules() if isinstance(m, torch.nn.Conv2d))  # depthwise
 
 
 def test_blur_upsample_is_the_official_binomial_transposed_conv():
@@ -114,40 +105,6 @@ def test_mlp_keys_under_no_grad_leave_the_queries_a_gradient_under_autocast():
     assert torch.is_autocast_cache_enabled()  # the no_grad call put the setting back
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in F.parameters())
-
-
-def test_nce_window_keys_and_queries_are_the_same_window_of_source_and_fake():
-    G = Generator(ngf=8, n_blocks=5).eval()
-    x = torch.randn(3, 3, 64, 64)
-    gen = torch.Generator().manual_seed(1)
-    rows, cols = nce_window(64, 64, 0.5, gen)
-    assert len(rows) == len(cols) == 32 and 0 <= rows[0] and rows[-1] < 64 and cols[-1] < 64
-    assert torch.equal(rows, rows[0] + torch.arange(32))
-    out, keys, queries = G(x, taps=TAP_LAYERS, reencode=2, window=(rows, cols))
-    assert out.shape == x.shape and not any(k.requires_grad for k in keys)
-    for k, want in zip(keys, G.encode(crop_window(x[:2], (rows, cols)))):
-        torch.testing.assert_close(k, want)
-    for q, want in zip(queries, G.encode(crop_window(out[:2], (rows, cols)))):
-        torch.testing.assert_close(q, want)
-    assert queries[-1].shape == (2, 32, 8, 8)
-    assert [len(w) for w in nce_window(64, 64, 0.3)] == [20, 20]  # rounded to a multiple of 4
-    assert [len(w) for w in nce_window(64, 64, 1.0)] == [64, 64]
-
-
-def test_a_mark_outside_the_nce_window_no_longer_moves_the_features_inside_it():
-    # Why the window: whole-image instance norm lets a mark in one corner move every patch's features
-    # (PatchNCE paid G for a top-left mark that way, bench/corner_mark.py); a window that excludes it can't see it.
-    G = Generator(ngf=8, n_blocks=5).eval()
-    fake = torch.rand(1, 3, 64, 64) * 2 - 1
-    marked = fake.clone()
-    marked[:, :, :8, :8] = 1.0
-    window = (torch.arange(16, 48), torch.arange(24, 56))
-    far = (slice(None), slice(None), slice(-4, None), slice(-4, None))  # the bottom-right cells of each tap
-    with torch.no_grad():
-        whole = [(a - b)[far].abs().max() for a, b in zip(G.encode(fake, (4, 16)), G.encode(marked, (4, 16)))]
-        inside = [(a - b).abs().max() for a, b in zip(G.encode(crop_window(fake, window), (4, 16)),
-                                                      G.encode(crop_window(marked, window), (4, 16)))]
-    assert all(d > 1e-3 for d in whole) and all(d == 0 for d in inside)
 
 
 def test_paint_over_phases_cancels_a_lattice_locked_to_the_generators_grid():

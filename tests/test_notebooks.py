@@ -99,13 +99,14 @@ def test_suite_runs_end_to_end_on_demo_data(suite_env):
 def test_papermill_run_of_02_keeps_progress_to_a_line_per_interval(suite_env, demo_root, monkeypatch):
     """`papermill 02_train.ipynb -p steps 50000` stored one output per bar redraw (make demo's 200 steps: ~200
     outputs, 262 KB). Under papermill itself (no cutlib.suite, no CUTLIB_PROGRESS) progress is a line per
-    progress_every_s, so the executed notebook's outputs depend on the run's length, not on its steps."""
+    CUTLIB_PROGRESS_EVERY_S, so the executed notebook's outputs depend on the run's length, not on its steps."""
     import papermill
 
     monkeypatch.delenv("CUTLIB_PROGRESS", raising=False)
     every, steps = 1.5, 120  # a bar gave about one output per step (its 0.1 s redraws outpace a CPU step)
+    monkeypatch.setenv("CUTLIB_PROGRESS_EVERY_S", str(every))  # the kernel papermill starts inherits it
     params = dict(data=str(demo_root), image_size=32, load_size=36, ngf=8, ndf=8, n_blocks=5, num_patches=16,
-                  steps=steps, log_every=10, ckpt_every=steps, sample_every=0, num_workers=0, progress_every_s=every,
+                  steps=steps, log_every=10, ckpt_every=steps, sample_every=0, num_workers=0,
                   out_dir=str(suite_env / "run"))
     out = suite_env / "02.ipynb"
     papermill.execute_notebook(str(NOTEBOOK_DIR / "02_train.ipynb"), str(out), parameters=params,
