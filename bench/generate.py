@@ -37,7 +37,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2, help="JPEG-decoding processes")
     ap.add_argument("--ngf", type=int, default=64)
-    ap.add_argument("--channels-last", action="store_true", help="channels_last generator (03 uses NCHW)")
+    ap.add_argument("--g-block", default="resnet", choices=["resnet", "mobile"], help="G's residual block")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args(argv)
@@ -50,12 +50,10 @@ def main(argv=None):
     photos = list_images(root / "photo_jpg")
     files = [photos[i % len(photos)] for i in range(a.images)]  # a smaller folder is cycled to reach --images
     jobs = [(f, "") for f in files]
-    G = init_weights(Generator(a.ngf)).to(device).eval().requires_grad_(False)
+    G = init_weights(Generator(a.ngf, block=a.g_block)).to(device).eval().requires_grad_(False)
     amp = resolve_amp("auto", device)  # what `cutlib generate` and 03 use
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if a.channels_last:  # a conv with channels_last weights gives channels_last outputs whatever its input
-        G = G.to(memory_format=torch.channels_last)
 
     # G's painting alone, inputs already decoded and on the device
     x = torch.stack([eval_image(f, a.size) for f in files[:512]]).to(device)
@@ -91,7 +89,7 @@ def main(argv=None):
     out = {
         "bench": "generate", "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "images": len(files), "size": a.size, "batch": a.batch,
-        "ngf": a.ngf, "quick": a.quick, "channels_last": a.channels_last,
+        "ngf": a.ngf, "g_block": a.g_block, "quick": a.quick,
         "amp": str(amp).replace("torch.", "") if amp else "off", "border": PAINT_BORDER,
         "gflop_per_image": round(flops_per_image / 1e9, 2),
         "forward_images_per_s": round(len(files) / t_forward, 2),

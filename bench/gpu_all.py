@@ -1,9 +1,9 @@
 """Every GPU figure of bench/README.md in one command (one process, so one CUDA start-up), as JSON lines
-on stdout and a markdown table at the end: the training step at batch 1/4/8 in bf16, fp16 and fp32,
-eager and graph-replayed (after a probe of channels_last vs NCHW, and of torch.compile), the official CUT
-step beside it, and generation of 7,038 images into a validated zip.
+on stdout and a markdown table at the end: the training step at batch 1/4/8 in bf16, fp16 and fp32, eager
+and graph-replayed, with each discriminator and the lighter generators (g_block, widths), optionally
+torch.compile, and generation of 7,038 images into a validated zip.
 
-    python bench/gpu_all.py --data PHOTOS_ROOT [--official PATH] [--compile-probe] [--quick]
+    python bench/gpu_all.py --data PHOTOS_ROOT [--compile-probe] [--quick]
 
 --quick: CI/CPU-sized (64 px, tiny widths, 2 configurations), to keep the script from rotting.
 """
@@ -47,7 +47,6 @@ def step_record(cfg: TrainConfig, device, reps: int, profile: bool, sink: list, 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="demo", help="Kaggle-layout folder (photo_jpg/) for the generation bench")
-    ap.add_argument("--official", default="", metavar="PATH")
     ap.add_argument("--compile-probe", action="store_true", help="also time compile=true (about a minute to compile)")
     ap.add_argument("--gen-images", type=int, default=7038)
     ap.add_argument("--reps", type=int, default=20)
@@ -60,53 +59,27 @@ def main(argv=None):
     base = TrainConfig(image_size=size, load_size=size, device=device.type, **tiny)
     sink: list = []
     t_start = time.time()
-
-    # Most telling first, so a time limit only cuts the tail: the batch-1 step in bf16 (eager, graph, in
-    # both layouts), the official step, batch 8, the other dtypes, generation, then the rest.
-    # On CPU fp32: whether bf16 autocast is fast there depends on the host (AMX or not: 0.5 s vs 146 s for
-    # one 128 px step on the two CPU machines measured), and these figures are about the GPU.
+    # On CPU fp32: whether bf16 autocast is fast there depends on the host, and these figures are about the GPU.
     amp0 = ("bf16" if native_bf16() else "fp16") if device.type == "cuda" else "off"
-    graph_on = "on" if device.type == "cuda" else "auto"
-    timed = {}
-    probes = [("eager, channels_last", dict(cuda_graph="off", channels_last=True)),
-              ("graph, channels_last", dict(cuda_graph=graph_on, channels_last=True)),
-              ("graph, NCHW", dict(cuda_graph=graph_on, channels_last=False))]
-    for label, kw in probes[:2] if a.quick else probes:
-        rec = step_record(base.replace(amp=amp0, **kw), device, reps, profile=device.type == "cuda", sink=sink,
-                          label=f"b1 {amp0} {label}")
-        if rec:
-            timed[label] = rec["seconds_per_step"]
-    cl = timed.get("graph, channels_last", 1e9) <= timed.get("graph, NCHW", 1e9)
-    # the projected discriminator's extra cost on the same step (issue 20's target: <= 35% over the PatchGAN)
-    for disc in ("patch+projected",) if a.quick else ("patch+projected", "projected"):
-        step_record(base.replace(amp=amp0, cuda_graph=graph_on, channels_last=False, discriminator=disc), device,
-                    reps, profile=False, sink=sink, label=f"b1 {amp0} graph, NCHW, discriminator {disc}")
+    graph = "on" if device.type == "cuda" else "auto"
 
-    if a.official:
-        extra = ["--ngf", "8", "--ndf", "8", "--netF_nc", "32"] if a.quick else []
-        rec = train_step.official(a.official, size, 1, device, reps, extra)
-        rec.update(bench="official_cut_step", label="official b1 fp32")
-        emit(rec, sink)
-
-    def matrix(batches, amps, graphs, profile_b8=False):
-        for batch in batches:
-            for amp in amps:
-                if amp == "bf16" and device.type == "cuda" and not native_bf16():
-                    continue
-                for graph in graphs:
-                    step_record(base.replace(amp=amp, batch_size=batch, cuda_graph=graph, channels_last=cl),
-                                device, max(5, reps // batch),
-                                profile=profile_b8 and graph == "on" and batch == 8, sink=sink,
-                                label=f"b{batch} {amp} {'graph' if graph == 'on' else 'eager'}")
-
-    if a.quick:
-        matrix((1,), ("off",), ("off",))
-    else:
-        matrix((8,), (amp0,), ("on", "off"), profile_b8=True)
-        matrix((1,), ("fp16", "off"), ("on", "off"))
+    # Most telling first, so a time limit only cuts the tail: the batch-1 step (graph, eager), each
+    # discriminator, the lighter generators, batch 8, generation, then the other batches and dtypes.
+    runs = [("b1 graph", dict(cuda_graph=graph)), ("b1 eager", dict(cuda_graph="off")),
+            ("b1 graph, patch+projected", dict(cuda_graph=graph, discriminator="patch+projected"))]
+    if not a.quick:
+        runs += [("b1 graph, projected", dict(cuda_graph=graph, discriminator="projected")),
+                 ("b1 graph, ngf/ndf 32", dict(cuda_graph=graph, ngf=32, ndf=32)),
+                 ("b1 graph, mobile", dict(cuda_graph=graph, g_block="mobile")),
+                 ("b1 graph, mobile ngf/ndf 32", dict(cuda_graph=graph, g_block="mobile", ngf=32, ndf=32)),
+                 ("b8 graph", dict(cuda_graph="on", batch_size=8)), ("b8 eager", dict(cuda_graph="off", batch_size=8))]
+    for label, kw in runs:
+        step_record(base.replace(amp=amp0, **kw), device, max(5, reps // kw.get("batch_size", 1)),
+                    profile=device.type == "cuda" and label in ("b1 graph", "b8 graph"), sink=sink,
+                    label=f"{label} {amp0}")
 
     gen_args = ["--quick"] if a.quick else ["--data", a.data, "--images", str(a.gen_images), "--batch", "64",
-                                            "--workers", "8"] + (["--channels-last"] if cl else [])
+                                            "--workers", "8"]
     try:
         rec = generate_bench.main(gen_args)
     except Exception as e:  # noqa: BLE001
@@ -115,15 +88,16 @@ def main(argv=None):
     emit(rec, sink)
 
     if not a.quick:
-        matrix((4,), (amp0,), ("on", "off"))
-        matrix((4, 8), ("fp16", "off"), ("on", "off"))
-        step_record(base.replace(amp=amp0, cuda_graph="off", channels_last=not cl), device, reps, False, sink,
-                    f"b1 {amp0} eager, {'NCHW' if cl else 'channels_last'}")
+        for batch in (1, 4, 8):
+            for amp in ("fp16", "off") + ((amp0,) if batch == 4 else ()):
+                for g in ("on", "off"):
+                    step_record(base.replace(amp=amp, batch_size=batch, cuda_graph=g), device, max(5, reps // batch),
+                                False, sink, f"b{batch} {'graph' if g == 'on' else 'eager'} {amp}")
         if a.compile_probe and device.type == "cuda":
-            step_record(base.replace(amp=amp0, cuda_graph="on", channels_last=cl, compile=True), device, reps,
-                        True, sink, f"b1 {amp0} graph + compile")
+            step_record(base.replace(amp=amp0, cuda_graph="on", compile=True), device, reps, True, sink,
+                        f"b1 graph + compile {amp0}")
 
-    emit({"bench": "gpu_all", "seconds": round(time.time() - t_start, 1), "channels_last": cl}, sink)
+    emit({"bench": "gpu_all", "seconds": round(time.time() - t_start, 1)}, sink)
     print(table(sink), file=sys.stderr)
 
 
@@ -131,7 +105,7 @@ def table(sink: list) -> str:
     rows = ["| config | s/step | steps/s | images/s | fraction of peak | kernels/step | GPU busy | copies | peak mem MB |",
             "|---|---|---|---|---|---|---|---|---|"]
     for r in sink:
-        if r.get("bench") in ("train_step", "official_cut_step") and "seconds_per_step" in r:
+        if r.get("bench") == "train_step" and "seconds_per_step" in r:
             rows.append(f"| {r['label']} | {r['seconds_per_step']} | {r['steps_per_s']} | {r['images_per_s']} | "
                         f"{r.get('fraction_of_peak', '')} | {r.get('kernels_per_step', '')} | "
                         f"{r.get('gpu_busy_share', '')} | {r.get('copy_share_of_kernel_time', '')} | "

@@ -1,5 +1,4 @@
-"""What the quality benchmarks share (bench/quality.py at a fixed budget, bench/curve.py over checkpoints):
-one set's measures (Inception features, SWD descriptors, colour rows), cached by key, scored against the
+"""Scoring for bench/curve.py: one set's measures (Inception features, SWD descriptors, colour rows), cached by key, scored against the
 paintings', and the reference sets every score sits beside: the paintings, the untouched photos and
 their Lab colour transfer to the paintings."""
 from __future__ import annotations

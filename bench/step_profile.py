@@ -140,7 +140,7 @@ def part_scopes(model: CUTModel):
     functions += [(scaler, attr, "optimizer") for scaler in (model.scaler_G, model.scaler_D)
                   for attr in ("unscale_", "step", "update")]  # unscale, the non-finite check, the skip
     functions += [(losses, fn, "losses") for fn in ("patch_nce", "d_loss", "g_adv_loss", "identity_l1",
-                                                    "lattice_excess", "colour_drift", "style_loss")]
+                                                    "lattice_excess")]
     return named_parts(networks(model), functions)
 
 

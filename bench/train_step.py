@@ -1,8 +1,7 @@
 """Training-step speed against the hardware: prints one JSON line.
 
     python bench/train_step.py --size 256 --batch 1 --mode cut [--amp off|bf16|fp16] [--cuda-graph on|off]
-                               [--no-antialias] [--channels-last] [--compile] [--official PATH]
-                               [--discriminator patch|projected|patch+projected]
+                               [--no-antialias] [--compile] [--discriminator patch|projected|patch+projected]
     python bench/train_step.py --quick      # CI-sized: 64 px, tiny widths, 2 timed steps
     python bench/train_step.py -f params/cpu.yaml --variant fastcut=mode:fastcut \
         --variant narrow=ngf:32,ndf:32 --rounds 2 --amp off --threads 2
@@ -15,8 +14,6 @@ dtype) measured in the same run -> fraction_of_reference. On CUDA also: `fractio
 dense 8192^3 matmul of the step's dtype measured in the same run (TF32 for fp32 steps), and from
 torch.profiler the kernels per step, the share of the step the GPU is busy, and the shares of kernel
 time spent in copies and in convolutions/GEMMs.
---official PATH times the official CUT code's step (a checkout of taesungp/contrastive-unpaired-
-translation) with the same size, batch and device in the same run and adds the ratio.
 """
 from __future__ import annotations
 
@@ -25,7 +22,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -173,9 +169,9 @@ def measure(cfg: TrainConfig, device: torch.device, warmup: int = 2, reps: int =
     out = {
         "bench": "train_step", "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "torch": torch.__version__, "size": s, "batch": b,
-        "mode": cfg.mode, "discriminator": cfg.discriminator, "lambda_style": cfg.lambda_style,
+        "mode": cfg.mode, "discriminator": cfg.discriminator,
         "amp": str(model.amp_dtype).replace("torch.", "") if model.amp_dtype else "off",
-        "antialias": cfg.antialias, "channels_last": model.memory_format == torch.channels_last,
+        "antialias": cfg.antialias, "g_block": cfg.g_block, "ngf": cfg.ngf, "ndf": cfg.ndf,
         "compile": cfg.compile, "cuda_graph": model.graphs is not None and not model.graphs.failed,
         **({"cuda_graph_failed": model.graphs.failed} if model.graphs is not None and model.graphs.failed else {}),
         "seconds_per_step": round(t, 5), "steps_per_s": round(1 / t, 3), "images_per_s": round(b / t, 3),
@@ -200,23 +196,11 @@ def measure(cfg: TrainConfig, device: torch.device, warmup: int = 2, reps: int =
     return out
 
 
-def official(path: str, size: int, batch: int, device: torch.device, reps: int, extra=()) -> dict:
-    """The official CUT step, timed in a subprocess run from its checkout (its modules import flatly)."""
-    cmd = [sys.executable, str(BENCH / "official_step.py"), "--size", str(size), "--batch", str(batch),
-           "--device", device.type, "--reps", str(reps), "--threads", str(torch.get_num_threads()), *extra]
-    r = subprocess.run(cmd, cwd=path, capture_output=True, text=True)
-    lines = [line for line in r.stdout.splitlines() if line.startswith("{")]
-    if r.returncode != 0 or not lines:
-        return {"error": (r.stderr or r.stdout)[-800:]}
-    return json.loads(lines[-1])
-
-
 def config_from_args(a, device) -> TrainConfig:
     widths = dict(ngf=8, ndf=8, num_patches=32) if a.quick else {}
     return TrainConfig(image_size=a.size, load_size=a.size, batch_size=a.batch, mode=a.mode, amp=a.amp,
-                       antialias=not a.no_antialias, channels_last=a.channels_last, compile=a.compile,
-                       cuda_graph=a.cuda_graph, device=device.type, discriminator=a.discriminator,
-                       lambda_style=a.lambda_style, style_stats=a.style_stats, **widths)
+                       antialias=not a.no_antialias, compile=a.compile, cuda_graph=a.cuda_graph,
+                       device=device.type, discriminator=a.discriminator, **widths)
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -263,12 +247,8 @@ def main(argv=None):
     ap.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"])
     ap.add_argument("--discriminator", default="patch", choices=list(DISCRIMINATORS))
     ap.add_argument("--cuda-graph", default="auto", choices=["auto", "on", "off"])
-    ap.add_argument("--lambda-style", type=float, default=0.0, help="the texture loss's weight (0: off)")
-    ap.add_argument("--style-stats", default="gram", choices=["gram", "meanstd"])
     ap.add_argument("--no-antialias", action="store_true", help="the 'fast' architecture: strided convs")
-    ap.add_argument("--channels-last", action="store_true", help="channels_last activations (default NCHW)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the generator (compile time not timed)")
-    ap.add_argument("--official", default="", metavar="PATH", help="official CUT checkout to time beside ours")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
@@ -292,12 +272,6 @@ def main(argv=None):
             print(json.dumps(row))
         return rows
     out = measure(config_from_args(a, device), device, a.warmup, a.reps, a.profile)
-    if a.official:
-        extra = ["--ngf", "8", "--ndf", "8", "--netF_nc", "32"] if a.quick else []
-        ref = official(a.official, a.size, a.batch, device, a.reps, extra)
-        out["official"] = ref
-        if "seconds_per_step" in ref:
-            out["speedup_vs_official"] = round(ref["seconds_per_step"] / out["seconds_per_step"], 3)
     print(json.dumps(out))
     return out
 
