@@ -1,8 +1,14 @@
-"""A lever against its reference at equal steps, over seeds: the paired tables and "mean change" figures of
-bench/README.md. One run's spread is 10-20 FID until ~7,000 steps, so a lever is judged by its changes
-against the same seed's reference at the same checkpoints, never by one curve against another.
+"""A lever against its reference at equal steps, or at equal training time, over seeds: the paired tables
+and "mean change" figures of bench/README.md. One run's spread is 10-20 FID until ~7,000 steps, so a lever
+is judged by its changes against the same seed's reference at the same checkpoints, never by one curve
+against another.
 
     python bench/paired.py CURVE_JSON [CURVE_JSON ...] --pair LEVER_RUN=REFERENCE_RUN [--pair ...] [--colour]
+        [--seconds-per-step RUN=S ...]
+
+With --seconds-per-step for every paired run (each run's own step time on the machine the comparison is
+about, e.g. bench/train_step.py -f ... --variant), points pair at equal training minutes (step x S / 60,
+rounded) instead of equal steps: a lighter recipe against the file it replaces, at the same wall-clock.
 
 Reads the curve.json files bench/curve.py wrote (their points merge by run name, so the reference may sit
 in one file and the lever in another), pairs each lever run with its reference (one --pair per seed) at
@@ -42,8 +48,14 @@ def merged_runs(curve_files: list[Path]) -> dict[str, dict[str, dict]]:
     return runs
 
 
+def by_minute(points: dict[str, dict], seconds_per_step: float) -> dict[str, dict]:
+    """The run's points keyed by training minute (step x seconds_per_step / 60, rounded) instead of step."""
+    return {str(round(int(step) * seconds_per_step / 60)): p for step, p in points.items()}
+
+
 def paired_rows(reference: dict[str, dict], lever: dict[str, dict]) -> list[dict]:
-    """One row per step both scored, in step order: each side's figures and the change (lever - reference)."""
+    """One row per key (step, or minute) both scored, in order: each side's figures and the change
+    (lever - reference)."""
     rows = []
     for step in sorted(set(reference) & set(lever), key=int):
         ref, lev = figures(reference[step]), figures(lever[step])
@@ -61,9 +73,9 @@ def summary(rows: list[dict]) -> dict:
             "lever_lower": {k: sum(c[i] < 0 for c in changes) for i, k in enumerate(FIGURES)}}
 
 
-def markdown(pairs: list[tuple[str, str, list[dict]]], runs: dict, colour: bool) -> str:
+def markdown(pairs: list[tuple[str, str, list[dict]]], runs: dict, colour: bool, key: str = "step") -> str:
     """The table of every (lever, reference, paired rows) in turn; `runs` gives the colour figures."""
-    head = "| lever | reference | step | reference FID / KID / SWD 128 / SWD 64 | lever | change |"
+    head = f"| lever | reference | {key} | reference FID / KID / SWD 128 / SWD 64 | lever | change |"
     head += " reference C* · spread · hue kept | lever |" if colour else ""
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for lever, reference, rows in pairs:
@@ -85,25 +97,42 @@ def parse_pair(text: str) -> tuple[str, str]:
     return lever, reference
 
 
+def parse_seconds(text: str) -> tuple[str, float]:
+    run, _, seconds = text.partition("=")
+    try:
+        return run, float(seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seconds-per-step {text!r}: expected RUN=SECONDS") from None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("curves", nargs="+", type=Path, help="curve.json files written by bench/curve.py")
     ap.add_argument("--pair", action="append", type=parse_pair, required=True, metavar="LEVER=REFERENCE",
                     help="a lever run and its reference run (the same seed); repeat for each seed")
     ap.add_argument("--colour", action="store_true", help="also each side's colour figures (cutlib.colour)")
+    ap.add_argument("--seconds-per-step", action="append", default=[], type=parse_seconds, metavar="RUN=SECONDS",
+                    help="each paired run's step time: pair at equal training minutes, not steps")
     args = ap.parse_args(argv)
     runs = merged_runs(args.curves)
-    for run in {name for pair in args.pair for name in pair}:
+    paired_runs = {name for pair in args.pair for name in pair}
+    for run in paired_runs:
         if run not in runs:
             raise SystemExit(f"--pair: no run {run!r} in {', '.join(map(str, args.curves))} "
                              f"(runs there: {', '.join(sorted(runs)) or 'none'})")
+    timed = dict(args.seconds_per_step)
+    if timed:
+        if paired_runs - set(timed):
+            raise SystemExit(f"--seconds-per-step: none given for {', '.join(sorted(paired_runs - set(timed)))}")
+        runs = {run: by_minute(points, timed[run]) if run in timed else points for run, points in runs.items()}
     pairs = [(lever, reference, paired_rows(runs[reference], runs[lever])) for lever, reference in args.pair]
-    print(markdown(pairs, runs, args.colour), file=sys.stderr)
+    print(markdown(pairs, runs, args.colour, "minute" if timed else "step"), file=sys.stderr)
     rows = [r for *_, pair_rows in pairs for r in pair_rows]
     result = summary(rows)
     if not rows:
-        print("paired: the pairs share no scored step", file=sys.stderr)
-    print(json.dumps({"bench": "paired", "pairs": [f"{a}={b}" for a, b in args.pair], **result}))
+        print(f"paired: the pairs share no scored {'minute' if timed else 'step'}", file=sys.stderr)
+    print(json.dumps({"bench": "paired", "pairs": [f"{a}={b}" for a, b in args.pair],
+                      "at_equal": "minutes" if timed else "steps", **result}))
     return 0 if rows else 1
 
 

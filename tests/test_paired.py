@@ -67,3 +67,18 @@ def test_pairs_without_a_common_step_fail(tmp_path):
     r = run_paired(a, "--pair", "lever=ref")
     assert r.returncode == 1 and "share no scored step" in r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["pairs"] == 0
+
+
+def test_at_equal_time_a_faster_runs_later_step_pairs_with_the_references_earlier_one(tmp_path):
+    """--seconds-per-step: a recipe 4x faster a step is compared at the same training minutes (its steps
+    2,000 and 4,000 at 1 s against the reference's 500 and 1,000 at 4 s: minutes 33 and 67), not at the
+    same steps (its step 500, minute 8, has no twin)."""
+    fast = {"2000": point(200, 150, 100, 60), "4000": point(180, 120, 90, 50), "500": point(1, 1, 1, 1)}
+    a = write_curve(tmp_path / "a.json", {"ref": REF, "fast": fast})
+    r = run_paired(a, "--pair", "fast=ref", "--seconds-per-step", "ref=4", "--seconds-per-step", "fast=1")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["at_equal"] == "minutes" and out["pairs"] == 2
+    assert out["mean_change"]["FID"] == -100.0 and "| fast | ref | 33 | 300.0 / 300.0" in r.stderr
+    r = run_paired(a, "--pair", "fast=ref", "--seconds-per-step", "ref=4")
+    assert r.returncode != 0 and "none given for fast" in r.stderr
