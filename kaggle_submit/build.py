@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from cutlib import nbbuild  # noqa: E402
 from cutlib.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from cutlib.config import ConfigError, drop_removed  # noqa: E402
 from cutlib.metrics import default_weights_path  # noqa: E402
 
 MODES = ("train-and-submit", "submit-from-checkpoint")
@@ -163,6 +164,10 @@ def load_params(params_file: Path | None, accelerator: str) -> dict:
     params = {}
     if params_file:
         params = yaml.safe_load(Path(params_file).read_text()) or {}
+        try:  # fields that left the config: dropped at today's value, named otherwise
+            params = drop_removed(params)
+        except ConfigError as e:
+            raise SystemExit(f"{params_file}: {e}") from None
         unknown = sorted(set(params) - notebook_parameter_names())
         if unknown:  # a typo would otherwise be dropped without a word
             raise SystemExit(f"{params_file}: unknown parameter(s) {unknown}; the notebook's parameters are "

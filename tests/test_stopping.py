@@ -105,8 +105,9 @@ def test_a_signal_to_the_cli_saves_the_step_in_flight_and_resume_is_bit_identica
     assert_same_checkpoint(tmp_path / "a" / "ckpt" / "latest.pt", run / "ckpt" / "latest.pt")
 
 
-def test_a_keyboard_interrupt_from_a_callback_stops_after_the_next_step_and_resumes_exactly(tiny_cfg, tmp_path):
-    """The notebook path: JupyterLab's Interrupt kernel is a KeyboardInterrupt; here raised by on_log."""
+def test_a_keyboard_interrupt_from_a_callback_stops_before_the_next_step_and_resumes_exactly(tiny_cfg, tmp_path):
+    """The notebook path: JupyterLab's Interrupt kernel is a KeyboardInterrupt; here raised by on_log after
+    step 3. The loop's one stop decision comes before each step, so no step runs after it."""
     kw = dict(steps=8, log_every=1, ckpt_every=100, sample_every=3)
     train(tiny_cfg(out_dir=str(tmp_path / "a"), **kw), progress=False)
 
@@ -117,11 +118,11 @@ def test_a_keyboard_interrupt_from_a_callback_stops_after_the_next_step_and_resu
     cfg = tiny_cfg(out_dir=str(tmp_path / "b"), **kw)
     with pytest.raises(TrainingInterrupted) as e:
         train(cfg, progress=False, on_log=interrupt_at_3)
-    assert e.value.step == 4 and e.value.summary["stop_reason"] == "signal" and "resume" in str(e.value)
+    assert e.value.step == 3 and e.value.summary["stop_reason"] == "signal" and "resume" in str(e.value)
     assert e.value._render_traceback_()[0].endswith(str(e.value))  # IPython shows one line, no frames
-    assert load_checkpoint(tmp_path / "b/ckpt/latest.pt")["step"] == 4
-    assert (tmp_path / "b/samples/step_0000004.png").is_file()  # the samples, as at the end of any run
-    assert train(cfg.replace(resume=True), progress=False)["start_step"] == 4
+    assert load_checkpoint(tmp_path / "b/ckpt/latest.pt")["step"] == 3
+    assert (tmp_path / "b/samples/step_0000003.png").is_file()  # the samples, as at the end of any run
+    assert train(cfg.replace(resume=True), progress=False)["start_step"] == 3
     assert _steps_logged(tmp_path / "b") == list(range(1, 9))
     assert_same_checkpoint(tmp_path / "a/ckpt/latest.pt", tmp_path / "b/ckpt/latest.pt")
 
