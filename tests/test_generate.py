@@ -143,3 +143,25 @@ def test_translated_photos_painted_over_phases_lose_a_grid_locked_lattice(demo_r
     averaged = [img.astype(int) for _, img in translate_files(LatticeMaker(), jobs, 64, 64, shifts=4, keep_colour=0)]
     assert all(np.abs(a - b).mean() > 5 for a, b in zip(photos, once))  # 0.1 of tanh's range is ~13 levels
     assert all(np.abs(a - b).max() <= 1 for a, b in zip(photos, averaged))  # rounding only
+
+
+def test_a_mobile_generator_trains_resumes_exactly_and_generates_from_its_checkpoint_alone(tiny_cfg, tmp_path,
+                                                                                           one_thread):
+    """g_block: mobile end to end: the architecture travels in the checkpoint's config, so generation
+    rebuilds it with no flag; a resumed run equals the unbroken one."""
+    from conftest import assert_same_weights, straight_and_resumed
+
+    from cutlib.nets import MobileResBlock
+
+    a, b = straight_and_resumed(tiny_cfg, tmp_path, 3, g_block="mobile", ngf=8, ndf=4)
+    assert_same_weights(a, b)
+    assert a["config"]["g_block"] == "mobile"
+    G, info = load_generator(tmp_path / "b/ckpt/latest.pt")
+    assert {type(m) for m in G.blocks} == {MobileResBlock} and info["step"] == 6
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((40, 40, 3), 60 * i, np.uint8)).save(photos / f"p{i}.jpg")
+    generate_zip(tmp_path / "b/ckpt/latest.pt", photos, tmp_path / "m.zip", min_count=3, max_count=3,
+                 gen_size=32, num_workers=0, progress=False)
+    assert validate_zip(tmp_path / "m.zip", 3, 3)["count"] == 3
