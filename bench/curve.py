@@ -4,7 +4,7 @@ compared at equal steps. Runs trained anywhere (CPU, a GPU call, a Kaggle output
 a folder with ckpt/step_*.pt.
 
     python bench/curve.py --photos HELD_OUT/ --paintings monet_jpg/ --out curves/ RUN_DIR [RUN_DIR ...]
-        [--steps 1000,2000,3000 | --steps all] [--gen-size 256] [--border 16] [--shifts 1] [--keep-colour 4]
+        [--steps 1000,2000,3000 | --steps all] [--gen-size 256] [--border 16] [--keep-colour 4]
         [--fid-weights FILE]
     python bench/curve.py --quick     # CI-sized: trains a 2-checkpoint demo run, scores it
 
@@ -46,7 +46,7 @@ from cutlib.data import eval_image, list_images  # noqa: E402
 from cutlib.generate import load_generator, translate_files  # noqa: E402
 from cutlib.hardware import resolve_amp, resolve_device  # noqa: E402
 from cutlib.metrics import InceptionFeatures, default_cache_dir  # noqa: E402
-from cutlib.painting import PAINT_BORDER, PAINT_PHASES, paint  # noqa: E402
+from cutlib.painting import PAINT_BORDER, paint  # noqa: E402
 from cutlib.swd import swd  # noqa: E402
 from cutlib.viz import colour_scatter, save_pairs_grid  # noqa: E402
 
@@ -84,21 +84,21 @@ def baselines(photos: list[Path], monets: list[Path], extractor, cache: Path) ->
 
 
 def score_checkpoint(path: Path, photos, grid_src, real, photo_colour, extractor, gen_size: int, device: str,
-                     amp: str, grid_file: Path, border: int = PAINT_BORDER, shifts: int = 1,
+                     amp: str, grid_file: Path, border: int = PAINT_BORDER,
                      keep_colour: int = KEEP_COLOUR_GRID) -> dict:
     t0 = time.time()
     G, info = load_generator(path, "ema", device)
     dtype = resolve_amp(amp, torch.device(device))
     images = [img for _, img in translate_files(G, [(p, "") for p in photos], gen_size, 256, 8, device, dtype,
-                                                border=border, shifts=shifts, keep_colour=keep_colour)]
+                                                border=border, keep_colour=keep_colour)]
     m = measured(images, extractor)
     s = {**scored(m, real), "colour": palette_report(torch.from_numpy(m["colour"]), torch.from_numpy(photo_colour)),
          "ab": np.round(m["colour"][:, 1:3], 2).tolist()}  # each output's mean a*, b*: the colour plot's points
     with torch.no_grad(), torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
-        fakes = paint(G, grid_src.to(device), border, shifts, keep_colour).float().cpu()
+        fakes = paint(G, grid_src.to(device), border, keep_colour).float().cpu()
     save_pairs_grid(grid_src, fakes, grid_file)
     return {**plain(s), "step": info["step"], "train_size": info["image_size"], "gen_size": gen_size, "border": border,
-            "shifts": shifts, "keep_colour": keep_colour,
+            "keep_colour": keep_colour,
             "amp": str(dtype).replace("torch.", "") if dtype else "off", "grid": str(grid_file),
             "score_seconds": round(time.time() - t0, 1)}
 
@@ -258,8 +258,6 @@ def main(argv=None):
     ap.add_argument("--border", type=int, default=PAINT_BORDER,
                     help=f"G paints photos with this many reflected pixels above and left, as the zip does "
                     f"(default {PAINT_BORDER}; 0: as G paints them, the curves before 2026-12-06)")
-    ap.add_argument("--shifts", type=int, default=1, choices=sorted(PAINT_PHASES),
-                    help="the mean of this many paints at the phases of G's 4-px grid (cutlib.painting.paint; default 1)")
     ap.add_argument("--keep-colour", type=int, default=KEEP_COLOUR_GRID, metavar="CELLS",
                     help=f"each output takes its photo's colour layout over CELLS x CELLS cells, as the zip does "
                     f"(default {KEEP_COLOUR_GRID}; 0: G's own colours, the curves before 2026-12-07)")
@@ -298,13 +296,12 @@ def main(argv=None):
         for step, path in checkpoints(run, wanted).items():
             key = f"{path.resolve()}:{path.stat().st_mtime_ns}:{a.gen_size}:{a.amp}:{wkey}:{len(photos)}"
             key += f":border{a.border}" if a.border else ""  # border 0 keeps the keys of earlier scores
-            key += f":shifts{a.shifts}" if a.shifts > 1 else ""
             key += f":keep{a.keep_colour}" if a.keep_colour else ""  # 0 keeps the keys of earlier scores
             if cache_keys.get(f"{name}/{step}") == key and str(step) in points:
                 continue
             points[str(step)] = score_checkpoint(path, photos, grid_src, real, photo_colour, extractor, a.gen_size, device,
                                                  a.amp, a.out / "grids" / f"{name}_step_{step:07d}.png", a.border,
-                                                 a.shifts, a.keep_colour)
+                                                 a.keep_colour)
             cache_keys[f"{name}/{step}"] = key
             print(f"curve: {name} step {step}: FID {points[str(step)]['fid']} SWD "
                   f"{points[str(step)]['swd_levels']}", file=sys.stderr)

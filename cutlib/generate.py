@@ -113,12 +113,10 @@ class _Decoded(torch.utils.data.Dataset):
 
 def translate_files(G: torch.nn.Module, jobs, gen_size: int = 256, out_size: int = 256, batch_size: int = 8,
                     device="cpu", amp_dtype=None, num_workers: int = 0, progress: bool = False,
-                    limit: int | None = None, border: int = PAINT_BORDER, shifts: int = 1,
-                    keep_colour: int = KEEP_COLOUR_GRID):
+                    limit: int | None = None, border: int = PAINT_BORDER, keep_colour: int = KEEP_COLOUR_GRID):
     """Yield (job_index, uint8 HxWx3 at out_size) for decodable jobs, in order, at most `limit` of them;
     G paints each photo with `border` reflected pixels above and to the left (cutlib.painting.paint; 0: off),
-    as the mean of `shifts` paints (1, 4, 8 or 16) when asked (a diagnostic: bench/README.md), in the
-    photo's colour layout over keep_colour x keep_colour cells (0: G's colours)."""
+    in the photo's colour layout over keep_colour x keep_colour cells (0: G's colours)."""
     from tqdm.auto import tqdm
 
     from .progress import redraw
@@ -135,7 +133,7 @@ def translate_files(G: torch.nn.Module, jobs, gen_size: int = 256, out_size: int
         for x, idx in batches:
             with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                                                  enabled=amp_dtype is not None):
-                y = paint(G, x.to(device, non_blocking=True), border, shifts, keep_colour).float()
+                y = paint(G, x.to(device, non_blocking=True), border, keep_colour).float()
             if out_size != gen_size:
                 y = torch.nn.functional.interpolate(y, size=(out_size, out_size), mode="bicubic",
                                                     align_corners=False)

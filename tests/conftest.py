@@ -101,20 +101,3 @@ class CornerMarker(torch.nn.Module):
         y = x.clone()
         y[:, 0, :6, :12], y[:, 1:, :6, :12] = 1.0, -1.0
         return y
-
-
-class LatticeMaker(torch.nn.Module):
-    """Paints what the projected D teaches a long-trained G: faint lines of period 4 and 2 px locked to the
-    grid of G's input (along rows and columns; with `diagonal`, also along a diagonal)."""
-
-    def __init__(self, diagonal: bool = False):
-        super().__init__()
-        self.diagonal = diagonal
-
-    def forward(self, x):
-        i = torch.arange(x.shape[-2], dtype=x.dtype)[:, None]
-        j = torch.arange(x.shape[-1], dtype=x.dtype)[None]
-        lattice = 0.1 * torch.cos(torch.pi / 2 * i) + 0.1 * torch.cos(torch.pi * j)
-        if self.diagonal:
-            lattice = lattice + 0.1 * torch.cos(torch.pi / 2 * (i - j))
-        return x + lattice

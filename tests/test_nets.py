@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import CornerMarker, LatticeMaker
+from conftest import CornerMarker
 
 from cutlib.config import TrainConfig
 from cutlib.discriminators import PatchDiscriminator
@@ -105,21 +105,6 @@ def test_mlp_keys_under_no_grad_leave_the_queries_a_gradient_under_autocast():
     assert torch.is_autocast_cache_enabled()  # the no_grad call put the setting back
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in F.parameters())
-
-
-def test_paint_over_phases_cancels_a_lattice_locked_to_the_generators_grid():
-    x = torch.rand(2, 3, 64, 48) * 2 - 1
-    assert (paint(LatticeMaker(), x, keep_colour=0) - x).abs().mean() > 0.05  # one paint: the lattice is there
-    torch.testing.assert_close(paint(LatticeMaker(), x, shifts=4, keep_colour=0), x, rtol=0, atol=1e-5)
-    diagonal = LatticeMaker(diagonal=True)
-    assert (paint(diagonal, x, shifts=4, keep_colour=0) - x).abs().mean() > 0.03  # the diagonal phases keep diagonal lines
-    torch.testing.assert_close(paint(diagonal, x, shifts=8, keep_colour=0), x, rtol=0, atol=1e-5)
-    for h, w in ((8, 8), (13, 21), (64, 64)):  # every phase's crop lands on the picture, whatever its size
-        z = torch.rand(1, 3, h, w)
-        for shifts in (4, 8, 16):
-            torch.testing.assert_close(paint(torch.nn.Identity(), z, border=16, shifts=shifts, keep_colour=0), z, rtol=0, atol=1e-6)
-    with pytest.raises(ValueError, match="shifts=3"):
-        paint(torch.nn.Identity(), x, shifts=3)
 
 
 def test_paint_moves_a_fixed_corner_mark_off_the_picture():
