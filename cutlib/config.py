@@ -38,6 +38,10 @@ REMOVED = {
     "lr_decay_start": LR_DECAY_START, "keep_ckpts": KEEP_CKPTS, "progress_every_s": 30.0,
     "nce_idt": None, "flip_equivariance": None,  # None: what `mode` implies (cut: NCE identity, fastcut: flips)
 }
+# Removed fields that never changed what a run computes (a layout, retention, output cadence): any value goes.
+REMOVED_ANY_VALUE = ("channels_last", "keep_ckpts", "progress_every_s")
+# What rebuilds a run's generator (generation needs no more: a training-only field, removed or not, is no bar).
+GENERATOR_FIELDS = ("image_size", "ngf", "n_blocks", "g_block", "antialias", "residual_output", "centred_resampling")
 # Official CUT numbers the generator's taps by position in one nn.Sequential; we keep those numbers as
 # names so configs stay compatible (`nce_layers 0,4,8,12,16`), but never index modules by them. Here,
 # not in nets.py: the config checks them, and config imports no network code.
@@ -213,6 +217,11 @@ class TrainConfig:
         d.update(overrides)
         return cls.from_dict(d)
 
+    @classmethod
+    def of_generator(cls, saved: dict) -> "TrainConfig":
+        """The config a checkpoint's generator is rebuilt from: its GENERATOR_FIELDS, the rest default."""
+        return cls.from_dict({k: v for k, v in saved.items() if k in GENERATOR_FIELDS})
+
     def replace(self, **changes) -> "TrainConfig":
         d = self.to_dict()
         d.update(changes)
@@ -221,7 +230,8 @@ class TrainConfig:
 
 def drop_removed(d: dict) -> dict:
     """`d` without the fields that left the config, each at the value the code now uses (a line on stderr
-    says so); one at any other value is an error naming it and the commit where its code stands."""
+    says so); one at any other value is an error naming it and the commit where its code stands (but for
+    REMOVED_ANY_VALUE, which never changed what a run computes)."""
     import sys
 
     dropped = []
@@ -233,7 +243,7 @@ def drop_removed(d: dict) -> dict:
         value = d[name]
         if isinstance(now, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if value != now:
+        if value != now and name not in REMOVED_ANY_VALUE:
             raise ConfigError(f"{name}={d[name]!r}: this field was removed (docs/recipes.md, 'Tried and not "
                               f"adopted'); the code now always uses {now!r}. Its code stands at commit "
                               f"{REMOVED_AT} (git checkout {REMOVED_AT}); drop the key to go on here")

@@ -57,7 +57,7 @@ def load_generator(path: str | os.PathLike, weights: str = "ema", device: str | 
     if weights not in ("ema", "raw"):
         raise ConfigError(f"weights={weights!r}: accepted values are ('ema', 'raw')")
     ckpt = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(ckpt["config"])
+    cfg = TrainConfig.of_generator(ckpt["config"])
     G = build_generator(cfg)  # the checkpoint's weights replace the fresh init
     state = ckpt["ema_G"]["shadow"] if weights == "ema" else ckpt["G"]
     load_weights(G, state, "EMA generator" if weights == "ema" else "generator", path)

@@ -75,8 +75,11 @@ def test_an_old_config_with_a_removed_field_at_todays_value_loads_and_another_va
     assert "ignoring removed field(s)" in capsys.readouterr().err
     fast = {**TrainConfig(mode="fastcut").to_dict(), "nce_idt": False, "flip_equivariance": True}
     assert TrainConfig.from_dict(fast).mode == "fastcut"  # what fastcut implied is no conflict
+    # a layout, retention and output cadence never changed what a run computed: any value is dropped
+    assert TrainConfig.from_dict({**TrainConfig().to_dict(), "channels_last": True, "keep_ckpts": 30,
+                                  "progress_every_s": 5}) == TrainConfig()
     for name, value in (("lambda_coarse", 1.0), ("r1_weight", 0.5), ("beta1", 0.9), ("nce_idt", False),
-                        ("channels_last", True)):
+                        ("centred_resampling", True)):
         with pytest.raises(ConfigError) as err:
             TrainConfig.from_dict({**TrainConfig().to_dict(), name: value})
         msg = str(err.value)
@@ -108,3 +111,13 @@ def test_the_cpu_recipe_is_the_default_at_cpu_scale_ending_annealed_on_its_time_
     # the budget ends the run, not the steps, and the lr has decayed to 0 by then
     assert cpu["lr_schedule"] == "time" and 0 < cpu["time_budget_hours"] <= 2.5 and cpu["steps"] >= 50_000
     assert (cpu["image_size"], cpu["num_workers"], cpu["eval_every"]) == (128, 0, 0)
+
+
+def test_a_generator_is_rebuilt_from_its_architecture_whatever_the_training_fields_were():
+    """Generation needs G's fields alone: a checkpoint trained with a removed training lever still paints
+    (its lambda_style changed the weights, not the network); a removed architecture is still refused."""
+    saved = {**TrainConfig(ngf=16, g_block="mobile", image_size=128).to_dict(), "lambda_style": 5.0, "r1_weight": 1}
+    cfg = TrainConfig.of_generator(saved)
+    assert (cfg.ngf, cfg.g_block, cfg.image_size, cfg.n_blocks) == (16, "mobile", 128, 9)
+    with pytest.raises(ConfigError, match="centred_resampling=True"):
+        TrainConfig.of_generator({**saved, "centred_resampling": True})
