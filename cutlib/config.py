@@ -41,7 +41,8 @@ REMOVED = {
 # Removed fields that never changed what a run computes (a layout, retention, output cadence): any value goes.
 REMOVED_ANY_VALUE = ("channels_last", "keep_ckpts", "progress_every_s")
 # What rebuilds a run's generator (generation needs no more: a training-only field, removed or not, is no bar).
-GENERATOR_FIELDS = ("image_size", "ngf", "n_blocks", "g_block", "antialias", "residual_output", "centred_resampling")
+GENERATOR_FIELDS = ("image_size", "ngf", "n_blocks", "g_block", "antialias", "residual_output", "centred_resampling",
+                    "nce_layers")  # the taps: a shallow G's (n_blocks < 5) are checked against its depth
 # Official CUT numbers the generator's taps by position in one nn.Sequential; we keep those numbers as
 # names so configs stay compatible (`nce_layers 0,4,8,12,16`), but never index modules by them. Here,
 # not in nets.py: the config checks them, and config imports no network code.

@@ -116,8 +116,9 @@ def test_the_cpu_recipe_is_the_default_at_cpu_scale_ending_annealed_on_its_time_
 def test_a_generator_is_rebuilt_from_its_architecture_whatever_the_training_fields_were():
     """Generation needs G's fields alone: a checkpoint trained with a removed training lever still paints
     (its lambda_style changed the weights, not the network); a removed architecture is still refused."""
-    saved = {**TrainConfig(ngf=16, g_block="mobile", image_size=128).to_dict(), "lambda_style": 5.0, "r1_weight": 1}
+    saved = {**TrainConfig(ngf=16, g_block="mobile", image_size=128, n_blocks=2, nce_layers=(0, 4)).to_dict(),
+             "lambda_style": 5.0, "r1_weight": 1}
     cfg = TrainConfig.of_generator(saved)
-    assert (cfg.ngf, cfg.g_block, cfg.image_size, cfg.n_blocks) == (16, "mobile", 128, 9)
+    assert (cfg.ngf, cfg.g_block, cfg.image_size, cfg.n_blocks) == (16, "mobile", 128, 2)
     with pytest.raises(ConfigError, match="centred_resampling=True"):
         TrainConfig.of_generator({**saved, "centred_resampling": True})
