@@ -42,8 +42,8 @@ test: $(VENV)/.installed-test
 
 # The long end-to-end checks (marked `long`), kept out of the edit-and-test loop; CI runs them right
 # after `make test`: every benchmark once at its --quick size so none can rot (tests/test_bench.py), the
-# README's terminal commands verbatim on the full demo data, torch.compile on the CPU. About ten minutes
-# on 2 cores.
+# README's terminal commands verbatim on the full demo data, torch.compile on the CPU, the notebook suite
+# under papermill and the Kaggle bundle's notebooks. About fifteen minutes on 2 cores.
 test-long: $(VENV)/.installed-test
 	$(PY) -m pytest -q --durations=25 -m long tests
 

@@ -90,6 +90,7 @@ def test_a_bundle_whose_recipe_uses_the_backbone_carries_its_weights(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a notebook run end to end: a minute or more; make test-long
 def test_projected_bundle_trains_offline_from_its_dataset(tmp_path, monkeypatch):
     """The notebook's kernel cannot import the weights package (as on Kaggle, where nothing is pip
     installed): training with the projected D must use the bundle's dataset file."""
@@ -140,6 +141,7 @@ def _rank0_summary(text: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a notebook run end to end: a minute or more; make test-long
 def test_t4x2_notebook_trains_on_two_ranks_in_fp16_then_generates(tmp_path, monkeypatch):
     """The default bundle as Kaggle's GPU T4 x2 runs it, on CPU: nproc 2 and amp fp16 come from
     params/kaggle.yaml (the test does not set them), so 02 starts torchrun (gloo here, NCCL there) from
@@ -170,6 +172,7 @@ def test_t4x2_notebook_trains_on_two_ranks_in_fp16_then_generates(tmp_path, monk
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a notebook run end to end: a minute or more; make test-long
 def test_submit_from_checkpoint_notebook_generates_without_training(tmp_path, tiny_cfg, monkeypatch):
     from cutlib.train import train
 

@@ -62,6 +62,7 @@ def suite_env(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a notebook run end to end: a minute or more; make test-long
 def test_suite_runs_end_to_end_on_demo_data(suite_env):
     from cutlib.checkpoint import load_checkpoint
     from cutlib.config import DEMO_OUT, load_yaml
@@ -96,6 +97,7 @@ def test_suite_runs_end_to_end_on_demo_data(suite_env):
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a notebook run end to end: a minute or more; make test-long
 def test_papermill_run_of_02_keeps_progress_to_a_line_per_interval(suite_env, demo_root, monkeypatch):
     """`papermill 02_train.ipynb -p steps 50000` stored one output per bar redraw (make demo's 200 steps: ~200
     outputs, 262 KB). Under papermill itself (no cutlib.suite, no CUTLIB_PROGRESS) progress is a line per
