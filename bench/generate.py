@@ -38,6 +38,7 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2, help="JPEG-decoding processes")
     ap.add_argument("--ngf", type=int, default=64)
     ap.add_argument("--g-block", default="resnet", choices=["resnet", "mobile"], help="G's residual block")
+    ap.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="as `cutlib generate` picks (auto)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args(argv)
@@ -51,7 +52,7 @@ def main(argv=None):
     files = [photos[i % len(photos)] for i in range(a.images)]  # a smaller folder is cycled to reach --images
     jobs = [(f, "") for f in files]
     G = init_weights(Generator(a.ngf, block=a.g_block)).to(device).eval().requires_grad_(False)
-    amp = resolve_amp("auto", device)  # what `cutlib generate` and 03 use
+    amp = resolve_amp(a.amp, device)  # auto: what `cutlib generate` and 03 use
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 

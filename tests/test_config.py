@@ -102,15 +102,18 @@ def test_on_and_off_read_as_yaml_booleans_are_the_words_again():
 
 
 def test_the_cpu_recipe_is_the_default_at_cpu_scale_ending_annealed_on_its_time_budget():
-    """params/cpu.yaml is params/baseline.yaml's recipe, not a third one: only the scale and schedule differ, so
-    a change of the default that forgets the CPU recipe fails here."""
+    """params/cpu.yaml is params/baseline.yaml's recipe, not a third one: only the scale, the schedule and the
+    networks' size differ (a light G and D for CPUs, issue 57), so a change of the default that forgets the
+    CPU recipe fails here."""
     scale = {"data", "image_size", "steps", "lr_schedule", "time_budget_hours", "identity_warmup", "device",
-             "num_workers", "log_every", "sample_every", "ckpt_every", "eval_every", "out_dir"}
+             "num_workers", "log_every", "sample_every", "ckpt_every", "eval_every", "out_dir",
+             "g_block", "ngf", "ndf"}
     base, cpu = (dataclasses.asdict(TrainConfig.load(PARAMS / f)) for f in ("baseline.yaml", "cpu.yaml"))
     assert {k: v for k, v in cpu.items() if k not in scale} == {k: v for k, v in base.items() if k not in scale}
     # the budget ends the run, not the steps, and the lr has decayed to 0 by then
     assert cpu["lr_schedule"] == "time" and 0 < cpu["time_budget_hours"] <= 2.5 and cpu["steps"] >= 50_000
     assert (cpu["image_size"], cpu["num_workers"], cpu["eval_every"]) == (128, 0, 0)
+    assert (cpu["g_block"], cpu["ngf"], cpu["ndf"]) == ("mobile", 32, 32)
 
 
 def test_a_generator_is_rebuilt_from_its_architecture_whatever_the_training_fields_were():
