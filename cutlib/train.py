@@ -173,11 +173,11 @@ def _train(cfg, progress, on_log, until_step, clock, stop: StopRequest) -> dict:
             if model.step % cfg.log_every == 0 or model.step % cfg.ckpt_every == 0:
                 shown.losses(run.log(model, pending, lr, now - t_start, now - t_log, world))
                 pending, t_log = [], clock()
-            run.periodic(model, final=False, train_seconds=clock() - t_budget)
+            run.periodic(model, final=False, t_budget=t_budget)
         # what every stop does, whatever its reason: the last losses, samples, evaluation and checkpoint
         if pending:
             shown.losses(run.log(model, pending, lr, clock() - t_start, clock() - t_log, world))
-        run.periodic(model, final=True, train_seconds=clock() - t_budget)
+        run.periodic(model, final=True, t_budget=t_budget)
     finally:
         shown.close(t_prev)
         run.close()
@@ -303,8 +303,9 @@ class RunFiles:
     def _due(self, what: str, every: int, step: int, final: bool) -> bool:
         return self.done.get(what) != step and (final or bool(every and step % every == 0))
 
-    def periodic(self, model: CUTModel, final: bool, train_seconds: float) -> None:
-        """Samples, evaluation and checkpoint when due, or all of them (once) when the run stops."""
+    def periodic(self, model: CUTModel, final: bool, t_budget: float) -> None:
+        """Samples, evaluation and checkpoint when due, or all of them (once) when the run stops. The clock
+        is read only for what is written (`t_budget`: its reading when the run's training time was 0)."""
         cfg, step = self.cfg, model.step
         if self.rank != 0:
             return
@@ -322,7 +323,7 @@ class RunFiles:
                 save_checkpoint(model.state_dict(), self.ckpt_dir / "best.pt")
         if self._due("ckpt", cfg.ckpt_every, step, final):
             t0 = self.clock()
-            model.train_seconds = train_seconds
+            model.train_seconds = t0 - t_budget
             numbered = save_checkpoint(model.state_dict(), self.ckpt_dir / f"step_{step:07d}.pt")
             link_atomic(numbered, self.latest)
             prune_numbered(self.ckpt_dir, KEEP_CKPTS)
